@@ -17,6 +17,9 @@ ATTENTION_TYPES = ("linear", "full")
 LOSS_IGNORE_MODES = ("original", "masked")
 TOP_K_SCOPES = ("image", "batch")
 
+# The repository's `configs/` (linked into the package as `fgaseg_hf/configs`).
+PRESET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
 # Intermediate CLIP blocks whose outputs guide the decoder, as the original chooses them per backbone.
 _KNOWN_GUIDANCE_LAYERS = {12: [3, 7], 24: [7, 15]}
 
@@ -277,29 +280,25 @@ class FGASegConfig(PretrainedConfig):
         """Load a preset from the package's `configs/` (e.g. "vitb_384_fast_cat") or from a JSON file path."""
         path = str(name_or_path)
         if not os.path.isfile(path):
-            here = os.path.dirname(os.path.abspath(__file__))
-            candidates = [
-                os.path.join(here, "configs", f"{path}.json"),
-                os.path.join(here, "..", "..", "configs", f"{path}.json"),
-            ]
-            found = [c for c in candidates if os.path.isfile(c)]
-            if not found:
+            path = os.path.join(PRESET_DIR, f"{path}.json")
+            if not os.path.isfile(path):
                 raise ValueError(f"unknown FGA-Seg preset {name_or_path!r}; available: {available_presets()}")
-            path = found[0]
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
-        data = data.get("model", data)
+        data = dict(data.get("model", data))
         data.update(overrides)
         return cls(**data)
 
 
 def available_presets() -> list[str]:
-    here = os.path.dirname(os.path.abspath(__file__))
-    names = set()
-    for folder in (os.path.join(here, "configs"), os.path.join(here, "..", "..", "configs")):
-        if os.path.isdir(folder):
-            names.update(f[:-5] for f in os.listdir(folder) if f.endswith(".json") and not f.startswith("train"))
-    return sorted(names)
+    """Names of the model presets in `configs/` (a JSON with a "model" block)."""
+    names = []
+    for file in sorted(os.listdir(PRESET_DIR)) if os.path.isdir(PRESET_DIR) else []:
+        if file.endswith(".json"):
+            with open(os.path.join(PRESET_DIR, file), encoding="utf-8") as handle:
+                if "model" in json.load(handle):
+                    names.append(file[:-5])
+    return names
 
 
 __all__ = ["FGASegConfig", "available_presets"]

@@ -11,8 +11,9 @@ Forward, in named steps (the original's module names in brackets):
 
 from __future__ import annotations
 
+import json
 import logging
-import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -143,6 +144,20 @@ class FGASegPreTrainedModel(PreTrainedModel):
             init.zeros_(module.default_text_embeds)
             init.zeros_(module.default_text_fingerprint)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save as transformers does, then also map AutoModelForSemanticSegmentation to this class in `auto_map`
+        (a class carries one auto class; the image-segmentation pipeline looks this one up)."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        config_file = os.path.join(save_directory, "config.json")
+        with open(config_file, encoding="utf-8") as handle:
+            data = json.load(handle)
+        auto_map = data.get("auto_map")
+        if auto_map and "AutoModel" in auto_map:
+            auto_map.setdefault("AutoModelForSemanticSegmentation", auto_map["AutoModel"])
+            with open(config_file, "w", encoding="utf-8") as handle:
+                json.dump(data, handle, indent=2, sort_keys=True)
+                handle.write("\n")
+
     def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=None):
         super()._set_gradient_checkpointing(enable, gradient_checkpointing_func)
         for module in self.modules():
@@ -171,6 +186,24 @@ class FGASegModel(FGASegPreTrainedModel):
         self.post_init()
         self.apply_finetune_policy()
 
+    @classmethod
+    def from_clip_pretrained(cls, clip_name_or_path: str, preset: str | None = "vitb_384_fast_cat", **overrides) -> "FGASegModel":
+        """A new FGA-Seg (randomly initialised head) on pretrained CLIP weights, e.g.
+        `FGASegModel.from_clip_pretrained("openai/clip-vit-base-patch16", "vitb_384_fast_cat")`.
+        The preset's CLIP architecture is replaced by the checkpoint's."""
+        clip = CLIPModel.from_pretrained(clip_name_or_path)
+        base = FGASegConfig.from_preset(preset).to_dict() if preset else {}
+        base.pop("clip_config", None)
+        for key in ("model_type", "transformers_version", "architectures", "auto_map"):
+            base.pop(key, None)
+        base.update(overrides)
+        config = FGASegConfig(clip_config=clip.config.to_dict(), **base)
+        model = cls(config)
+        missing, unexpected = model.clip.load_state_dict(clip.state_dict(), strict=False)
+        if unexpected or [k for k in missing if not k.endswith("position_ids")]:
+            raise ValueError(f"{clip_name_or_path} is not a CLIPModel checkpoint (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        return model
+
     # ----------------------------------------------------------------- fine-tuning policy
     def apply_finetune_policy(self, policy: str | None = None) -> None:
         """Set `requires_grad` of the CLIP parameters by `config.clip_finetune` (or `policy`); the head always trains."""
@@ -186,8 +219,13 @@ class FGASegModel(FGASegPreTrainedModel):
 
     # ----------------------------------------------------------------- default vocabulary
     def _register_default_vocabulary_buffers(self, num_classes: int, length: int) -> None:
+        names = ("default_input_ids", "default_text_embeds", "default_text_fingerprint")
+        for name in names:
+            self._buffers.pop(name, None)
+            self.__dict__.pop(name, None)
         if num_classes == 0:
-            self.default_input_ids = self.default_text_embeds = self.default_text_fingerprint = None
+            for name in names:
+                self.register_buffer(name, None)
             return
         templates, dim = self.config.num_templates, self.config.projection_dim
         self.register_buffer("default_input_ids", torch.zeros(num_classes * templates, length, dtype=torch.long))

@@ -1,0 +1,78 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import CLIPConfig  # noqa: E402
+
+from fgaseg_hf import FGASegConfig, FGASegModel  # noqa: E402
+
+VOCAB = 64  # tiny text vocabulary: 62 = start of text, 63 = end of text
+
+
+def tiny_clip_config(vision_layers: int = 4) -> CLIPConfig:
+    return CLIPConfig(
+        projection_dim=32,
+        text_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, vocab_size=VOCAB,
+            max_position_embeddings=16, bos_token_id=VOCAB - 2, eos_token_id=VOCAB - 1, pad_token_id=VOCAB - 1,
+            hidden_act="quick_gelu",
+        ),
+        vision_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=vision_layers, num_attention_heads=2,
+            image_size=32, patch_size=8, hidden_act="quick_gelu",
+        ),
+    )
+
+
+def tiny_config(**overrides) -> FGASegConfig:
+    """A tiny FGA-Seg: 8 px patches, 8 x 8 token grid (64 px input), hidden 32."""
+    values = dict(
+        clip_config=tiny_clip_config(),
+        hidden_dim=32,
+        decoder_dims=[16, 16],
+        decoder_guidance_dims=[16, 16],
+        decoder_guidance_proj_dims=[8, 8],
+        text_guidance_proj_dim=16,
+        appearance_guidance_proj_dim=16,
+        window_size=4,
+        pooling_size=[2, 2],
+        p2t_num_heads=4,
+        num_attention_heads=2,
+        image_size=64,
+        inference_top_k=3,
+        class_aggregation_length=8,
+    )
+    values.update(overrides)
+    return FGASegConfig(**values)
+
+
+def make_input_ids(num_classes: int, num_templates: int = 1, seed: int = 0, length: int = 8) -> torch.Tensor:
+    """Random class-major prompts: start token, a few words, end token, end-token padding."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = num_classes * num_templates
+    ids = torch.full((rows, length), VOCAB - 1, dtype=torch.long)
+    ids[:, 0] = VOCAB - 2
+    for row in range(rows):
+        words = int(torch.randint(1, length - 2, (1,), generator=generator))
+        ids[row, 1 : 1 + words] = torch.randint(0, VOCAB - 2, (words,), generator=generator)
+    return ids
+
+
+def make_model(seed: int = 0, **overrides) -> FGASegModel:
+    torch.manual_seed(seed)
+    model = FGASegModel(tiny_config(**overrides))
+    with torch.no_grad():
+        # Spread the (otherwise tiny, 0.02-std) weights so that logits differ clearly between classes.
+        for name, param in model.named_parameters():
+            if param.dim() > 1 and not name.startswith("clip.text_model.embeddings"):
+                param.mul_(3.0)
+    return model.eval()
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+    yield
