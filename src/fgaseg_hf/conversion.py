@@ -274,8 +274,9 @@ def infer_config(state: dict[str, torch.Tensor], cfg: dict) -> FGASegConfig:
     projector_rows = _shape(state, HEAD + "proj.txt.weight")[0]
     projector_kernel = int(round(((projector_rows - 1) / (projection // 2)) ** 0.5))
     head = "MODEL.SEM_SEG_HEAD."
-    template_spec = _cfg(cfg, "MODEL.PROMPT_ENSEMBLE_TYPE")
-    prompt_templates = cfg.get("prompt_templates") or resolve_templates(template_spec)
+    # The cfg's ensemble name decides; a bare template list (as in fixture JSONs) serves when it is absent.
+    template_spec = cfg.get("MODEL.PROMPT_ENSEMBLE_TYPE") or cfg.get("prompt_templates") or "single"
+    prompt_templates = resolve_templates(template_spec)
     if len(prompt_templates) != templates:
         raise ConversionError(
             f"the checkpoint's cost embedding takes {templates} template channel(s) but the config's prompt ensemble "

@@ -211,8 +211,13 @@ class FGASegModel(FGASegPreTrainedModel):
         if policy != self.config.clip_finetune:
             self.config.clip_finetune = policy
             self.config.validate()
+        last = self.config.clip_config.vision_config.num_hidden_layers - 1
+        # Never part of the output: the dense last vision block ignores its queries and keys, and FGA-Seg has no
+        # use for CLIP's logit scale. They stay frozen under every policy.
+        unused = {f"vision_model.encoder.layers.{last}.self_attn.{p}_proj.{w}" for p in "qk" for w in ("weight", "bias")}
+        unused.add("logit_scale")
         for name, param in self.clip.named_parameters():
-            param.requires_grad_(trainable_clip_parameter(name, policy))
+            param.requires_grad_(name not in unused and trainable_clip_parameter(name, policy))
         for name, param in self.named_parameters():
             if not name.startswith("clip."):
                 param.requires_grad_(True)
