@@ -323,3 +323,18 @@ def test_from_clip_pretrained_keeps_the_clip_weights(tmp_path):
         "appearance_guidance_proj_dim", "window_size", "p2t_num_heads", "num_attention_heads", "image_size")})
     for name, value in clip.state_dict().items():
         assert torch.equal(model.clip.state_dict()[name], value), name
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = make_model()
+    model.train()
+    ids, x = make_input_ids(4), images(2)
+    labels = torch.randint(0, 4, (2, 16, 16), generator=torch.Generator().manual_seed(0))
+    model(x, ids, labels=labels).loss.backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    model.gradient_checkpointing_enable()
+    assert model.decoder.gradient_checkpointing and model.clip.vision_model.encoder.layers[0].gradient_checkpointing
+    model(x, ids, labels=labels).loss.backward()
+    for name, grad in plain.items():
+        assert torch.allclose(model.get_parameter(name).grad, grad, atol=1e-6), name

@@ -192,3 +192,23 @@ def test_training_loss_terms(fx):
             "sem_seg_head.predictor.proj.vis.3.1", "alignment_projector.norm2"
         )
         assert torch.allclose(after[ours].float(), value.float(), atol=1e-6), key
+
+
+def test_sliding_window_scenario_pruning(fx):
+    """The original's sliding-window batch (4 crops of the 640 x 640 canvas + the whole image, batch-pooled top-k)
+    takes the original's pruning decisions. (Merging the views into `sem_seg` belongs to the image processor.)"""
+    ref = fx.outputs["eval_sliding_window"]
+    image = fx.inputs["eval"][ref["image_name"]]["image"].float()
+    kernel, overlap, out_res = ref["kernel"], ref["overlap"], list(ref["out_res"])
+    unfold = torch.nn.Unfold(kernel_size=kernel, stride=int(kernel * (1 - overlap)))
+    canvas = F.interpolate(image[None], size=out_res, mode="bilinear", align_corners=False)[0]
+    crops = unfold(canvas).T.reshape(-1, 3, kernel, kernel)
+    views = torch.cat([crops, F.interpolate(image[None], size=(kernel, kernel), mode="bilinear", align_corners=False)])
+    views = (views - CLIP_MEAN) / CLIP_STD
+    fx.model.decoder.top_k_scope = "batch"
+    with torch.no_grad():
+        out = fx.model(views, fx.inputs["token_ids"])
+    expected = torch.ones(views.shape[0], out.kept_classes.shape[1], dtype=torch.bool)
+    for stage in ref["fast_topk_stages"]:
+        expected[expected.clone()] = stage["valid"].reshape(-1)
+    assert torch.equal(out.kept_classes, expected)

@@ -158,12 +158,6 @@ class FGASegPreTrainedModel(PreTrainedModel):
                 json.dump(data, handle, indent=2, sort_keys=True)
                 handle.write("\n")
 
-    def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=None):
-        super()._set_gradient_checkpointing(enable, gradient_checkpointing_func)
-        for module in self.modules():
-            if isinstance(module, CostAggregationDecoder):
-                module.gradient_checkpointing = enable
-
 
 class FGASegModel(FGASegPreTrainedModel):
     """FGA-Seg: open-vocabulary semantic segmentation from a CLIP cost volume (see the module docstring)."""
