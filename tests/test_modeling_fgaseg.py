@@ -333,7 +333,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model(x, ids, labels=labels).loss.backward()
     plain = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     assert model.decoder.gradient_checkpointing and model.clip.vision_model.encoder.layers[0].gradient_checkpointing
     model(x, ids, labels=labels).loss.backward()
     for name, grad in plain.items():

@@ -157,6 +157,11 @@ class CostAggregationDecoder(nn.Module):
         return head(x).squeeze(1).unflatten(0, (batch, -1))
 
     @staticmethod
+    def _take(x: torch.Tensor, keep: torch.Tensor, batch: int, classes: int) -> torch.Tensor:
+        """Keep classes `keep` of a `(B * T, ...)` per-(image, class) tensor."""
+        return x.unflatten(0, (batch, classes))[:, keep].flatten(0, 1)
+
+    @staticmethod
     def _to_vocabulary(logits: torch.Tensor, selection: "ClassSelection", num_classes: int) -> torch.Tensor:
         """Scatter `(B, U, H, W)` logits of the selected classes into `(B, num_classes, H, W)`; the rest get PRUNED_LOGIT."""
         if selection.mask is None and selection.ids.shape[1] == num_classes:
@@ -243,8 +248,7 @@ class CostAggregationDecoder(nn.Module):
             aux.append(self._aux(self.aux_head1, x, batch))
             if prune:
                 selection, keep = selection.prune(aux[-1], self.top_k, self.top_k_scope)
-                x = x.unflatten(0, (batch, classes))[:, keep].flatten(0, 1)
-                local_x = local_x.unflatten(0, (batch, classes))[:, keep].flatten(0, 1)
+                x, local_x = self._take(x, keep, batch, classes), self._take(local_x, keep, batch, classes)
                 classes = keep.numel()
         x = self.decoder1(x, stage_guidance[0], classes)
 
@@ -256,7 +260,7 @@ class CostAggregationDecoder(nn.Module):
             aux.append(self._aux(self.aux_head2, x, batch))
             if prune:
                 selection, keep = selection.prune(aux[-1], self.top_k, self.top_k_scope)
-                x = x.unflatten(0, (batch, classes))[:, keep].flatten(0, 1)
+                x = self._take(x, keep, batch, classes)
                 classes = keep.numel()
         x = self.decoder2(x, stage_guidance[1], classes)
         logits = self._aux(self.head, x, batch)
