@@ -114,3 +114,12 @@ def test_script_writes_a_loadable_folder_with_a_default_vocabulary(tmp_path):
     )
     assert bad.returncode == 2 and bad.stderr.strip() == f"error: checkpoint not found: {tmp_path / 'nope.pth'}"
     assert not (tmp_path / "x").exists()
+
+    missing_names = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "convert_original_checkpoint.py"), "--checkpoint", str(CHECKPOINT),
+         "--config", str(CONFIG), "--output", str(tmp_path / "y"), "--class-names", str(tmp_path / "absent.json")],
+        capture_output=True, text=True,
+    )
+    assert missing_names.returncode == 2 and missing_names.stderr.count("\n") == 1
+    assert missing_names.stderr.startswith("error: [Errno 2] No such file or directory") and "absent.json" in missing_names.stderr
+    assert not (tmp_path / "y").exists()

@@ -10,20 +10,22 @@ import sys
 def _convert(args) -> int:
     from .conversion import ConversionError, convert_original_checkpoint
 
-    names = None
-    if args.class_names:
-        with open(args.class_names, encoding="utf-8") as handle:
-            names = json.load(handle)
+    tokenizer = None
     try:
-        model = convert_original_checkpoint(args.checkpoint, args.config, names)
+        names = None
+        if args.class_names:
+            with open(args.class_names, encoding="utf-8") as handle:
+                names = json.load(handle)
+            from .clip_tokenizer import build_clip_tokenizer
+
+            tokenizer = build_clip_tokenizer()
+        model = convert_original_checkpoint(args.checkpoint, args.config, names, tokenizer)
     except (ConversionError, ValueError, TypeError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     model.save_pretrained(args.output)
-    if names:
-        from .clip_tokenizer import build_clip_tokenizer
-
-        build_clip_tokenizer().save_pretrained(args.output)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(args.output)
     print(f"wrote {args.output} ({sum(p.numel() for p in model.parameters()):,} parameters)")
     return 0
 

@@ -334,8 +334,9 @@ def load_original_checkpoint(path: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def convert_original_checkpoint(checkpoint_path: str, config_path: str, class_names: list[str] | None = None):
-    """Original checkpoint + cfg -> `FGASegModel` with every tensor checked (missing, unknown, mis-shaped)."""
+def convert_original_checkpoint(checkpoint_path: str, config_path: str, class_names: list[str] | None = None, tokenizer=None):
+    """Original checkpoint + cfg -> `FGASegModel` with every tensor checked (missing, unknown, mis-shaped).
+    `class_names` become the default vocabulary, tokenised with `tokenizer` (default: the CLIP tokenizer)."""
     from .modeling_fgaseg import FGASegModel
 
     state = load_original_checkpoint(checkpoint_path)
@@ -362,10 +363,12 @@ def convert_original_checkpoint(checkpoint_path: str, config_path: str, class_na
     model.load_state_dict(converted, strict=False)
     model.eval()
     if class_names:
-        from .clip_tokenizer import build_clip_tokenizer
         from .processing_text import tokenize_vocabulary
 
-        tokenizer = build_clip_tokenizer(config.clip_config.text_config.max_position_embeddings)
+        if tokenizer is None:
+            from .clip_tokenizer import build_clip_tokenizer
+
+            tokenizer = build_clip_tokenizer(config.clip_config.text_config.max_position_embeddings)
         input_ids = tokenize_vocabulary(tokenizer, class_names, config.prompt_templates)["input_ids"]
         model.set_default_vocabulary(class_names, input_ids)
     return model

@@ -73,12 +73,17 @@ class FGASegOutput(ModelOutput):
     local_correlation: torch.FloatTensor | None = None
 
 
-def trainable_clip_parameter(name: str, policy: str) -> bool:
+def trainable_clip_parameter(name: str, policy: str, last_vision_layer: int) -> bool:
     """Whether a `CLIPModel` parameter trains under a fine-tuning policy.
 
     "attention" and "full" follow the original, which only ever unfreezes parameters of the transformer blocks:
     the q and v projection weights (not their biases) for "attention", every block parameter for "full".
+    Parameters that never reach the output stay frozen under every policy: the query/key projections of the
+    dense last vision block (it does not attend) and CLIP's logit scale (FGA-Seg has no use for it).
     """
+    last_block = f"vision_model.encoder.layers.{last_vision_layer}.self_attn."
+    if name == "logit_scale" or name.startswith((last_block + "q_proj.", last_block + "k_proj.")):
+        return False
     if policy == "all":
         return True
     if policy == "frozen":
@@ -206,12 +211,8 @@ class FGASegModel(FGASegPreTrainedModel):
             self.config.clip_finetune = policy
             self.config.validate()
         last = self.config.clip_config.vision_config.num_hidden_layers - 1
-        # Never part of the output: the dense last vision block ignores its queries and keys, and FGA-Seg has no
-        # use for CLIP's logit scale. They stay frozen under every policy.
-        unused = {f"vision_model.encoder.layers.{last}.self_attn.{p}_proj.{w}" for p in "qk" for w in ("weight", "bias")}
-        unused.add("logit_scale")
         for name, param in self.clip.named_parameters():
-            param.requires_grad_(name not in unused and trainable_clip_parameter(name, policy))
+            param.requires_grad_(trainable_clip_parameter(name, policy, last))
         for name, param in self.named_parameters():
             if not name.startswith("clip."):
                 param.requires_grad_(True)
