@@ -139,7 +139,7 @@ class CostAggregationDecoder(nn.Module):
     @staticmethod
     def _embed(conv: nn.Conv2d, cost: torch.Tensor) -> torch.Tensor:
         """Per-class 7x7 conv of a `(B, P, T, h, w)` cost -> `(B, T, h, w, hidden)`."""
-        batch, templates, classes = cost.shape[:3]
+        batch, _, classes = cost.shape[:3]
         x = conv(cost.transpose(1, 2).flatten(0, 1))
         return x.unflatten(0, (batch, classes)).permute(0, 1, 3, 4, 2)
 
