@@ -76,3 +76,22 @@ def make_model(seed: int = 0, **overrides) -> FGASegModel:
 def _threads():
     torch.set_num_threads(2)
     yield
+
+
+def tiny_tokenizer():
+    """A CLIP tokenizer over the tiny text vocabulary: letters, a few whole words, start/end of text."""
+    from transformers import CLIPTokenizer
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = letters + [c + "</w>" for c in letters]
+    merges = [("s", "k"), ("sk", "y</w>"), ("r", "o"), ("ro", "a"), ("roa", "d</w>"), ("c", "a"), ("ca", "r</w>"),
+              ("t", "r"), ("e", "e</w>"), ("tr", "ee</w>")]
+    vocab += ["".join(pair) for pair in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    assert len(vocab) == VOCAB
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=merges, model_max_length=16)
+
+
+def tiny_processor(config=None, **image_processor_kwargs):
+    from fgaseg_hf import FGASegProcessor
+
+    return FGASegProcessor.from_model_config(config or tiny_config(), tiny_tokenizer(), **image_processor_kwargs)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from fgaseg_hf.conversion import convert_original_checkpoint
+from fgaseg_hf.image_processing_fgaseg import FGASegImageProcessor
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP_MEAN = torch.tensor([122.7709383, 116.7460125, 104.09373615]).view(3, 1, 1)
@@ -195,20 +196,77 @@ def test_training_loss_terms(fx):
 
 
 def test_sliding_window_scenario_pruning(fx):
-    """The original's sliding-window batch (4 crops of the 640 x 640 canvas + the whole image, batch-pooled top-k)
-    takes the original's pruning decisions. (Merging the views into `sem_seg` belongs to the image processor.)"""
+    """The original's sliding-window batch (4 crops of the 640 x 640 canvas + the whole image, top-k pooled over the
+    views) takes the original's pruning decisions."""
     ref = fx.outputs["eval_sliding_window"]
-    image = fx.inputs["eval"][ref["image_name"]]["image"].float()
-    kernel, overlap, out_res = ref["kernel"], ref["overlap"], list(ref["out_res"])
-    unfold = torch.nn.Unfold(kernel_size=kernel, stride=int(kernel * (1 - overlap)))
-    canvas = F.interpolate(image[None], size=out_res, mode="bilinear", align_corners=False)[0]
-    crops = unfold(canvas).T.reshape(-1, 3, kernel, kernel)
-    views = torch.cat([crops, F.interpolate(image[None], size=(kernel, kernel), mode="bilinear", align_corners=False)])
-    views = (views - CLIP_MEAN) / CLIP_STD
-    fx.model.decoder.top_k_scope = "batch"
+    processor = _original_processor(fx)
+    inputs = processor(fx.inputs["eval"][ref["image_name"]]["image"], do_sliding_window=True)
     with torch.no_grad():
-        out = fx.model(views, fx.inputs["token_ids"])
-    expected = torch.ones(views.shape[0], out.kept_classes.shape[1], dtype=torch.bool)
+        out = fx.model(**inputs, input_ids=fx.inputs["token_ids"])
+    expected = torch.ones(inputs["pixel_values"].shape[0], out.kept_classes.shape[1], dtype=torch.bool)
     for stage in ref["fast_topk_stages"]:
         expected[expected.clone()] = stage["valid"].reshape(-1)
     assert torch.equal(out.kept_classes, expected)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# End to end through FGASegImageProcessor's "original" mode: uint8 images in, the original's `sem_seg` out.
+def _original_processor(fx, **kwargs):
+    ref = fx.outputs["eval_sliding_window"]
+    return FGASegImageProcessor.from_model_config(
+        fx.model.config, processing_mode="original", sliding_window_canvas=list(ref["out_res"]),
+        sliding_window_overlap=ref["overlap"], **kwargs,
+    )
+
+
+def _sem_seg(fx, names, token_ids, output_size, **kwargs):
+    processor = _original_processor(fx)
+    images = [fx.inputs["eval"][n]["image"] for n in names]
+    inputs = processor(images, **kwargs)
+    with torch.no_grad():
+        out = fx.model(**inputs, input_ids=token_ids)
+    sizes = [tuple(i.shape[1:]) for i in images]
+    probs = processor.post_process_probabilities(out, target_sizes=[output_size] * len(names), image_sizes=sizes, **kwargs)
+    labels = processor.post_process_semantic_segmentation(out, target_sizes=[output_size] * len(names), image_sizes=sizes, **kwargs)
+    return probs, labels
+
+
+def _assert_sem_seg(probs, labels, reference):
+    assert (probs - reference).abs().max() <= 1e-5
+    # The label map is the argmax of those probabilities (ties aside, which random data does not produce).
+    assert torch.equal(labels, reference.argmax(dim=0))
+
+
+@pytest.mark.parametrize("name", ["img_384x384", "img_312x424"])
+def test_processor_original_mode_reproduces_sem_seg(fx, name):
+    item = fx.inputs["eval"][name]
+    probs, labels = _sem_seg(fx, [name], fx.inputs["token_ids"], (item["height"], item["width"]))
+    _assert_sem_seg(probs[0], labels[0], fx.outputs["eval"][name]["sem_seg"])
+
+
+def test_processor_original_mode_reproduces_batched_sem_seg(fx):
+    """The original pads a batch to one canvas and pools top-k over it: image 0's sem_seg, 40 classes."""
+    ref = fx.outputs["eval_many_classes_batched"]
+    names = fx.inputs["eval_many_classes"]["batched_image_names"]
+    fx.model.decoder.top_k_scope = "batch"
+    try:
+        probs, labels = _sem_seg(fx, names, fx.inputs["eval_many_classes"]["token_ids"], tuple(ref["height_width"]))
+    finally:
+        fx.model.decoder.top_k_scope = "image"
+    _assert_sem_seg(probs[0], labels[0], ref["sem_seg"])
+
+
+def test_processor_original_mode_reproduces_pruned_sem_seg(fx):
+    ref = fx.outputs["eval_many_classes"]
+    item = fx.inputs["eval_many_classes"]
+    probs, labels = _sem_seg(fx, [item["image_name"]], item["token_ids"], (item["height"], item["width"]))
+    _assert_sem_seg(probs[0], labels[0], ref["sem_seg"])
+    assert bool((probs[0][~ref["head_output_selected_mask"]] == 0.5).all())
+
+
+def test_processor_reproduces_sliding_window_sem_seg(fx):
+    ref = fx.outputs["eval_sliding_window"]
+    probs, labels = _sem_seg(
+        fx, [ref["image_name"]], fx.inputs["token_ids"], tuple(ref["height_width"]), do_sliding_window=True
+    )
+    _assert_sem_seg(probs[0], labels[0], ref["sem_seg"])

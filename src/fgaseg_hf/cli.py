@@ -1,4 +1,5 @@
-"""The `fgaseg` command. Subcommands: `convert` (an original detectron2 checkpoint -> a model folder)."""
+"""The `fgaseg` command. Subcommands: `segment` (images + class names -> label maps and overlay pictures) and
+`convert` (an original detectron2 checkpoint -> a model folder)."""
 
 from __future__ import annotations
 
@@ -30,9 +31,42 @@ def _convert(args) -> int:
     return 0
 
 
+def _segment(args) -> int:
+    from .segment import SegmentError, segment_images
+
+    try:
+        records = segment_images(
+            args.images, args.labels, model=args.model, output=args.output, sliding_window=args.sliding_window,
+            device=args.device, dtype=args.dtype, batch_size=args.batch_size, progress=not args.json,
+        )
+    except (SegmentError, ValueError, TypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(records if len(records) > 1 else records[0], indent=2))
+    else:
+        for record in records:
+            present = sorted(((f, n) for n, f in record["classes"].items() if f > 0), reverse=True)
+            summary = ", ".join(f"{n} {f:.1%}" for f, n in present)
+            print(f"{record['image']} -> {record['overlay_png']} ({summary})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fgaseg", description="FGA-Seg open-vocabulary semantic segmentation")
     commands = parser.add_subparsers(dest="command", required=True)
+    segment = commands.add_parser("segment", help="segment images into the classes you name")
+    segment.add_argument("images", nargs="+", help="image files")
+    segment.add_argument("--labels", help='class names, comma-separated ("sky, tree, car"); separate with ";" when '
+                         "a name holds commas. Default: the model's own vocabulary")
+    segment.add_argument("--model", help="model folder or Hub id (default: the embedded demo model)")
+    segment.add_argument("--output", default="fgaseg-output", help="folder for the PNGs (default: %(default)s)")
+    segment.add_argument("--json", action="store_true", help="print per-class pixel fractions and scores as JSON")
+    segment.add_argument("--sliding-window", action="store_true", help="the original's sliding-window inference")
+    segment.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+    segment.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (default: %(default)s)")
+    segment.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: %(default)s)")
+    segment.set_defaults(run=_segment)
     convert = commands.add_parser("convert", help="convert a checkpoint of the original FGA-Seg training")
     convert.add_argument("--checkpoint", required=True, help="original checkpoint (.pth; its 'model' entry is the state_dict)")
     convert.add_argument("--config", required=True, help="original detectron2 YAML (resolving _BASE_) or a JSON with the same cfg names")

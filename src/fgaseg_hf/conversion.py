@@ -363,14 +363,14 @@ def convert_original_checkpoint(checkpoint_path: str, config_path: str, class_na
     model.load_state_dict(converted, strict=False)
     model.eval()
     if class_names:
-        from .processing_text import tokenize_vocabulary
+        from .processing_fgaseg import FGASegProcessor
 
         if tokenizer is None:
             from .clip_tokenizer import build_clip_tokenizer
 
             tokenizer = build_clip_tokenizer(config.clip_config.text_config.max_position_embeddings)
-        input_ids = tokenize_vocabulary(tokenizer, class_names, config.prompt_templates)["input_ids"]
-        model.set_default_vocabulary(class_names, input_ids)
+        processor = FGASegProcessor.from_model_config(config, tokenizer)
+        model.set_default_vocabulary(class_names, processor.tokenize_vocabulary(class_names)["input_ids"])
     return model
 
 

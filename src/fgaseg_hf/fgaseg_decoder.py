@@ -70,9 +70,14 @@ class ClassSelection:
     def __init__(self, ids: torch.Tensor, mask: torch.Tensor | None):
         self.ids, self.mask = ids, mask
 
-    def prune(self, aux_logits: torch.Tensor, top_k: int, scope: str) -> tuple["ClassSelection", torch.Tensor]:
+    def prune(
+        self, aux_logits: torch.Tensor, top_k: int, groups: torch.Tensor | None
+    ) -> tuple["ClassSelection", torch.Tensor]:
         """Keep the classes among every pixel's `top_k` highest auxiliary logits; returns the new selection and the
-        column indexes (into the current `U`) that stay in the tensors (the union over the batch)."""
+        column indexes (into the current `U`) that stay in the tensors (the union over the batch).
+
+        `groups` `(B,)` pools the decision over images with the same group id (the views of one image in sliding-
+        window inference, or the whole batch as the original does); `None` decides per image."""
         batch, classes = aux_logits.shape[:2]
         scores = aux_logits.detach()
         if self.mask is not None:
@@ -81,8 +86,9 @@ class ClassSelection:
         hit = torch.zeros(batch, classes, dtype=torch.bool, device=aux_logits.device).scatter_(1, top, True)
         if self.mask is not None:
             hit &= self.mask
-        if scope == "batch":
-            hit = hit.any(dim=0, keepdim=True).expand(batch, -1)
+        if groups is not None:
+            pooled = torch.zeros(int(groups.max()) + 1, classes, device=hit.device).index_add_(0, groups, hit.float())
+            hit = pooled[groups] > 0
         keep = hit.any(dim=0).nonzero().squeeze(1)
         return ClassSelection(self.ids[:, keep], hit[:, keep]), keep
 
@@ -187,6 +193,7 @@ class CostAggregationDecoder(nn.Module):
         guidance: list[torch.Tensor],
         prune: bool,
         output_correlations: bool = False,
+        pruning_groups: torch.Tensor | None = None,
     ) -> DecoderOutput:
         """
         Args:
@@ -194,11 +201,15 @@ class CostAggregationDecoder(nn.Module):
             text_features: `(B, T, P, C)` refined text embeddings.
             guidance: `[appearance (B, C, h, w), stage-1 (B, G0, 2h, 2w), stage-2 (B, G1, 4h, 4w)]`.
             prune: apply the fast decoder's top-k class pruning (inference).
+            pruning_groups: `(B,)` group id of each image; pruning pools over a group. `None` follows
+                `top_k_scope` ("image": each image alone; "batch": the whole batch, as the original).
         Returns:
             `DecoderOutput` with logits `(B, T, 4h, 4w)`; pruned and truncated classes hold `PRUNED_LOGIT`.
         """
         batch, num_classes = text_features.shape[:2]
         device = image_features.device
+        if pruning_groups is None and self.top_k_scope == "batch":
+            pruning_groups = torch.zeros(batch, dtype=torch.long, device=device)
         ids = torch.arange(num_classes, device=device).expand(batch, -1)
         selection = ClassSelection(ids, None)
         if self.pad_len > 0 and num_classes > self.pad_len:
@@ -234,7 +245,7 @@ class CostAggregationDecoder(nn.Module):
         if fast:
             aux.append(self._aux(self.aux_head0, x.flatten(0, 1).permute(0, 3, 1, 2), batch))
             if prune:
-                selection, keep = selection.prune(aux[-1], self.top_k, self.top_k_scope)
+                selection, keep = selection.prune(aux[-1], self.top_k, pruning_groups)
                 x, local_x = x[:, keep], local_x[:, keep]
                 text_guidance = text_guidance[:, keep] if text_guidance is not None else None
         x = self._run_layers(x, appearance, text_guidance, selection.mask)
@@ -247,7 +258,7 @@ class CostAggregationDecoder(nn.Module):
         if fast:
             aux.append(self._aux(self.aux_head1, x, batch))
             if prune:
-                selection, keep = selection.prune(aux[-1], self.top_k, self.top_k_scope)
+                selection, keep = selection.prune(aux[-1], self.top_k, pruning_groups)
                 x, local_x = self._take(x, keep, batch, classes), self._take(local_x, keep, batch, classes)
                 classes = keep.numel()
         x = self.decoder1(x, stage_guidance[0], classes)
@@ -259,7 +270,7 @@ class CostAggregationDecoder(nn.Module):
         if fast:
             aux.append(self._aux(self.aux_head2, x, batch))
             if prune:
-                selection, keep = selection.prune(aux[-1], self.top_k, self.top_k_scope)
+                selection, keep = selection.prune(aux[-1], self.top_k, pruning_groups)
                 x = self._take(x, keep, batch, classes)
                 classes = keep.numel()
         x = self.decoder2(x, stage_guidance[1], classes)

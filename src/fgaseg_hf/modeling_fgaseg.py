@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel, PreTrainedModel
 from transformers import initialization as init
+from transformers.dynamic_module_utils import custom_object_save
+from transformers.models.auto import modeling_auto
 from transformers.utils import ModelOutput
 
 from .configuration_fgaseg import FGASegConfig
@@ -31,6 +33,11 @@ from .fgaseg_decoder import PRUNED_LOGIT, CostAggregationDecoder
 from .fgaseg_loss import FGASegLoss
 
 logger = logging.getLogger(__name__)
+
+# transformers' image-segmentation pipeline checks the model class against a static list of names and logs an
+# error line for any other; naming this class there silences it. The entry's key is not a known config type, so the
+# Auto classes never resolve through it.
+modeling_auto.MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES.setdefault("fgaseg", "FGASegModel")
 
 
 @dataclass
@@ -150,15 +157,20 @@ class FGASegPreTrainedModel(PreTrainedModel):
             init.zeros_(module.default_text_fingerprint)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save as transformers does, then also map AutoModelForSemanticSegmentation to this class in `auto_map`
-        (a class carries one auto class; the image-segmentation pipeline looks this one up)."""
+        """Save as transformers does; with remote code, also map AutoModelForSemanticSegmentation to this class in
+        `auto_map` (a class carries one auto class; the image-segmentation pipeline looks this one up) and save the
+        open-vocabulary-segmentation pipeline (`custom_pipelines`) with its code."""
         super().save_pretrained(save_directory, *args, **kwargs)
         config_file = os.path.join(save_directory, "config.json")
         with open(config_file, encoding="utf-8") as handle:
             data = json.load(handle)
         auto_map = data.get("auto_map")
         if auto_map and "AutoModel" in auto_map:
+            from .pipeline_fgaseg import OpenVocabularySegmentationPipeline, custom_pipelines_entry
+
             auto_map.setdefault("AutoModelForSemanticSegmentation", auto_map["AutoModel"])
+            data["custom_pipelines"] = custom_pipelines_entry()
+            custom_object_save(OpenVocabularySegmentationPipeline, save_directory)
             with open(config_file, "w", encoding="utf-8") as handle:
                 json.dump(data, handle, indent=2, sort_keys=True)
                 handle.write("\n")
@@ -296,18 +308,34 @@ class FGASegModel(FGASegPreTrainedModel):
 
     # ----------------------------------------------------------------- text
     def _check_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Validate prompt ids and return them class-major 2-D: `(num_classes * num_templates, sequence_length)`."""
         if not isinstance(input_ids, torch.Tensor):
             raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
-        if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool or input_ids.dim() != 2:
+        templates = self.config.num_templates
+        if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool or input_ids.dim() not in (2, 3):
             raise ValueError(
-                f"input_ids must be an integer tensor of shape (num_classes * num_templates, sequence_length), got "
-                f"dtype {input_ids.dtype} and shape {tuple(input_ids.shape)}"
+                "input_ids must be an integer tensor of shape (num_classes, num_templates, sequence_length) or "
+                f"(num_classes * num_templates, sequence_length), got dtype {input_ids.dtype} and shape "
+                f"{tuple(input_ids.shape)}"
             )
-        rows, templates = input_ids.shape[0], self.config.num_templates
+        if input_ids.dim() == 3:
+            if input_ids.shape[1] != templates:
+                raise ValueError(
+                    f"input_ids holds {input_ids.shape[1]} prompt templates per class but this model was built for "
+                    f"{templates} (config.prompt_templates); tokenise with the model's templates"
+                )
+            input_ids = input_ids.flatten(0, 1)
+        rows = input_ids.shape[0]
         if rows == 0 or rows % templates:
             raise ValueError(
                 f"input_ids has {rows} rows, which is not a positive multiple of the number of prompt templates "
                 f"({templates}): row c * {templates} + t must hold class c in template t"
+            )
+        vocab = self.config.clip_config.text_config.vocab_size
+        if bool(((input_ids < 0) | (input_ids >= vocab)).any()):
+            raise ValueError(
+                f"input_ids contain token ids outside the text tower's vocabulary [0, {vocab}): the tokenizer does "
+                "not belong to this model"
             )
         return input_ids
 
@@ -315,7 +343,7 @@ class FGASegModel(FGASegPreTrainedModel):
         """Normalised CLIP text embeddings `(num_classes, num_templates, projection_dim)` of class-major prompts."""
         input_ids = self._check_input_ids(input_ids).to(self.clip.text_projection.weight.device)
         if attention_mask is not None:
-            attention_mask = attention_mask.to(input_ids.device)
+            attention_mask = attention_mask.reshape(input_ids.shape).to(input_ids.device)
         features = encode_prompts(self.clip, input_ids, attention_mask)
         return features.view(-1, self.config.num_templates, features.shape[-1])
 
@@ -361,14 +389,16 @@ class FGASegModel(FGASegPreTrainedModel):
         output_alignment_logits: bool | None = None,
         output_hidden_states: bool | None = None,
         output_correlations: bool = False,
+        pruning_groups: torch.LongTensor | None = None,
         return_dict: bool | None = None,
     ) -> FGASegOutput | tuple:
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, size, size)`): CLIP-normalised images at
                 `config.clip_resolution`.
-            input_ids (`torch.LongTensor` of shape `(num_classes * num_templates, sequence_length)`, *optional*):
-                tokenised prompts, class-major: row `c * num_templates + t` is class `c` in template `t`.
+            input_ids (`torch.LongTensor` of shape `(num_classes, num_templates, sequence_length)`, *optional*):
+                tokenised prompts (`FGASegProcessor` makes them); the flat class-major layout
+                `(num_classes * num_templates, sequence_length)` (row `c * num_templates + t`) is accepted too.
             attention_mask (`torch.LongTensor`, *optional*): mask of `input_ids` (the text tower is causal, so it
                 does not change the end-of-text features).
             labels (`torch.LongTensor` of shape `(batch_size, height, width)`, *optional*): class ids, with
@@ -377,6 +407,9 @@ class FGASegModel(FGASegPreTrainedModel):
             text_embeds (`torch.FloatTensor` of shape `(num_classes, num_templates, projection_dim)`, *optional*):
                 precomputed normalised text embeddings (from `get_text_embeddings`), instead of `input_ids`.
             output_alignment_logits (`bool`, *optional*): also compute the alignment projector's logits at inference.
+            pruning_groups (`torch.LongTensor` of shape `(batch_size,)`, *optional*): images with the same id share
+                the fast decoder's top-k class pruning (the views of one image in sliding-window inference, which
+                `FGASegImageProcessor` returns). Default: `config.top_k_scope`.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -413,7 +446,17 @@ class FGASegModel(FGASegPreTrainedModel):
             alignment_logits = self.alignment_projector(image_features, refined.mean(dim=2))
 
         prune = not self.training and not want_loss
-        decoded = self.decoder(image_features, refined, guidance, prune=prune, output_correlations=output_correlations)
+        if pruning_groups is not None:
+            pruning_groups = torch.as_tensor(pruning_groups, device=image_features.device).long()
+            if pruning_groups.shape != (batch,) or bool((pruning_groups < 0).any()):
+                raise ValueError(
+                    f"pruning_groups must hold one non-negative group id per image, shape ({batch},), got "
+                    f"{tuple(pruning_groups.shape)}"
+                )
+        decoded = self.decoder(
+            image_features, refined, guidance, prune=prune, output_correlations=output_correlations,
+            pruning_groups=pruning_groups,
+        )
 
         loss, loss_terms = None, None
         if want_loss:

@@ -115,3 +115,44 @@ def resolve_templates(templates) -> list[str]:
     if not templates or any("{}" not in t for t in templates):
         raise ValueError("prompt templates must be a non-empty list of strings that each contain '{}'")
     return templates
+
+
+def class_prompt_name(name: str) -> str:
+    """The part of a class name the prompts use: the first synonym of "a, b, c" (as the original does)."""
+    return name.split(", ")[0] if ", " in name else name
+
+
+def build_prompts(class_names: list[str], templates: list[str]) -> list[str]:
+    """Prompt `c * len(templates) + t` is class `c` in template `t`."""
+    return [template.format(class_prompt_name(name)) for name in class_names for template in templates]
+
+
+def check_class_names(class_names) -> list[str]:
+    """Clean a vocabulary: a list of non-empty, distinct names; raise `ValueError`/`TypeError` naming the problem."""
+    if isinstance(class_names, str):
+        raise TypeError("class names must be a list of strings, not one string (split it first)")
+    if not isinstance(class_names, (list, tuple)):
+        raise TypeError(f"class names must be a list of strings, got {type(class_names).__name__}")
+    if any(not isinstance(n, str) for n in class_names):
+        raise TypeError("class names must be strings")
+    names = [n.strip() for n in class_names]
+    if not names:
+        raise ValueError("the list of class names is empty")
+    if any(not n for n in names):
+        raise ValueError("class names must not be empty strings")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate class names: {duplicates}")
+    return names
+
+
+def parse_label_list(text: str) -> list[str]:
+    """ "sky, tree, car" -> ["sky", "tree", "car"]. Names that hold commas (synonyms) are separated by semicolons
+    instead: "chest of drawers, chest; door" -> ["chest of drawers, chest", "door"]."""
+    if not isinstance(text, str):
+        raise TypeError(f"labels must be a string, got {type(text).__name__}")
+    separator = ";" if ";" in text else ","
+    names = [part.strip() for part in text.split(separator) if part.strip()]
+    if not names:
+        raise ValueError(f"no labels in {text!r}: the label list is empty or holds only separators")
+    return check_class_names(names)

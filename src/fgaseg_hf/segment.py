@@ -1,0 +1,219 @@
+"""`fgaseg segment`: images + class names -> label PNGs, overlay PNGs with a legend, and optional JSON.
+
+Every input is checked before anything is written, and each file is written under a temporary name and renamed,
+so a failure never leaves partial outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .prompt_templates import parse_label_list
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
+DEVICES = ("cpu", "cuda")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+class SegmentError(ValueError):
+    """A problem with the user's input, reported as one line."""
+
+
+@dataclass
+class LoadedImage:
+    path: Path
+    image: Image.Image  # RGB, EXIF orientation applied
+
+
+def open_image_file(path: str) -> LoadedImage:
+    """Open and fully decode an image file (EXIF orientation applied); `SegmentError` names what is wrong."""
+    file = Path(path)
+    if not file.exists():
+        raise SegmentError(f"{path}: no such file")
+    if not file.is_file():
+        raise SegmentError(f"{path}: not a file")
+    if file.stat().st_size == 0:
+        raise SegmentError(f"{path}: empty file (zero bytes)")
+    try:
+        with Image.open(file) as handle:
+            handle.load()
+            image = ImageOps.exif_transpose(handle)
+    except UnidentifiedImageError:
+        raise SegmentError(f"{path}: not an image file (format not recognised)") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise SegmentError(f"{path}: cannot decode the image ({error}); the file may be truncated or corrupt") from None
+    if image.width == 0 or image.height == 0:
+        raise SegmentError(f"{path}: the image has zero size ({image.width}x{image.height})")
+    return LoadedImage(file, image)
+
+
+def parse_device(device: str):
+    import torch
+
+    kind = device.split(":")[0]
+    if kind not in DEVICES or (":" in device and not device.split(":", 1)[1].isdigit()):
+        raise SegmentError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise SegmentError(f"device {device!r} requested but CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def parse_dtype(name: str, device):
+    import torch
+
+    if name not in DTYPES:
+        raise SegmentError(f"unknown dtype {name!r}: use one of {', '.join(DTYPES)}")
+    if name == "float16" and device.type == "cpu":
+        raise SegmentError("float16 needs a GPU (--device cuda); use bfloat16 or float32 on the CPU")
+    return getattr(torch, name)
+
+
+def resolve_model_location(model: str | None) -> str:
+    """The folder or Hub id to load; checks that a local folder holds an FGA-Seg model."""
+    if model is None:
+        if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+            raise SegmentError("--model is required: no embedded default model is installed with this package")
+        return str(DEFAULT_MODEL_DIR)
+    path = Path(model)
+    if path.exists():
+        if not path.is_dir():
+            raise SegmentError(f"--model {model}: not a folder (give a model folder or a Hub id)")
+        config = path / "config.json"
+        if not config.is_file():
+            raise SegmentError(f"--model {model}: not a model folder (no config.json)")
+        try:
+            model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise SegmentError(f"--model {model}: config.json is not valid JSON") from None
+        if model_type != "fgaseg":
+            raise SegmentError(f"--model {model}: not an FGA-Seg model (its config has model_type {model_type!r})")
+        return str(path)
+    if model.count("/") != 1 or model.startswith((".", "/")):
+        raise SegmentError(f"--model {model}: no such folder (and not a Hub id of the form owner/name)")
+    return model
+
+
+def load_pipeline(location: str, device, dtype):
+    """The open-vocabulary pipeline on a model folder or Hub id."""
+    from .clip_tokenizer import build_clip_tokenizer
+    from .modeling_fgaseg import FGASegModel
+    from .pipeline_fgaseg import OpenVocabularySegmentationPipeline
+    from .processing_fgaseg import FGASegProcessor
+
+    try:
+        model = FGASegModel.from_pretrained(location, dtype=dtype)
+    except (OSError, ValueError, KeyError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SegmentError(f"cannot load the model {location}: {first_line}") from None
+    try:
+        processor = FGASegProcessor.from_pretrained(location)
+    except (OSError, ValueError, TypeError):
+        # A folder written without processor files (e.g. by an older converter): CLIP's own tokenizer fits any
+        # model with CLIP's text vocabulary.
+        if model.config.clip_config.text_config.vocab_size != 49408:
+            raise SegmentError(f"{location} has no processor/tokenizer files and its text vocabulary is not CLIP's") from None
+        processor = FGASegProcessor.from_model_config(model.config, build_clip_tokenizer())
+    return OpenVocabularySegmentationPipeline(
+        model=model.eval(), tokenizer=processor.tokenizer, image_processor=processor.image_processor, device=device
+    )
+
+
+def label_map_from_segments(segments: list[dict], names: list[str], size: tuple[int, int]) -> np.ndarray:
+    """`(H, W)` class ids (positions in `names`) from the pipeline's per-class masks."""
+    label_map = np.zeros(size, dtype=np.int64)
+    index = {name: i for i, name in enumerate(names)}
+    for segment in segments:
+        label_map[np.asarray(segment["mask"]) > 0] = index[segment["label"]]
+    return label_map
+
+
+def output_stems(paths: list[Path]) -> list[str]:
+    """File stems for the outputs; images that share a name get `-2`, `-3`, ... suffixes."""
+    seen: dict[str, int] = {}
+    stems = []
+    for path in paths:
+        count = seen.get(path.stem, 0) + 1
+        seen[path.stem] = count
+        stems.append(path.stem if count == 1 else f"{path.stem}-{count}")
+    return stems
+
+
+def _write_atomically(path: Path, write) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def segment_images(
+    images: list[str],
+    labels: str | None,
+    model: str | None = None,
+    output: str = "fgaseg-output",
+    sliding_window: bool = False,
+    device: str = "cpu",
+    dtype: str = "float32",
+    batch_size: int = 1,
+    progress: bool = True,
+) -> list[dict]:
+    """Segment image files and write `<stem>_labels.png` and `<stem>_overlay.png` into `output`; returns one record
+    per image (`image`, `labels_png`, `overlay_png`, `classes`: {name: pixel fraction}, `scores`)."""
+    from tqdm.auto import tqdm
+
+    from .visualization import render_overlay, save_label_map, save_overlay
+
+    names = parse_label_list(labels) if labels is not None else None
+    torch_device = parse_device(device)
+    torch_dtype = parse_dtype(dtype, torch_device)
+    if batch_size < 1:
+        raise SegmentError(f"--batch-size must be positive, got {batch_size}")
+    if not images:
+        raise SegmentError("no images given")
+    loaded = [open_image_file(path) for path in images]
+    out_dir = Path(output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SegmentError(f"--output {output}: exists and is not a folder")
+    pipe = load_pipeline(resolve_model_location(model), torch_device, torch_dtype)
+    if names is None:
+        config = pipe.model.config
+        if not getattr(config, "has_default_vocabulary", False):
+            raise SegmentError("--labels is required: this model has no default vocabulary")
+        names = [config.id2label[i] for i in range(len(config.id2label))]
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = pipe(
+        (item.image for item in loaded), candidate_labels=names, sliding_window=sliding_window, batch_size=batch_size
+    )
+    records = []
+    bar = tqdm(total=len(loaded), desc="segmenting", unit="image", disable=not progress or len(loaded) < 2)
+    for item, stem, segments in zip(loaded, output_stems([i.path for i in loaded]), results):
+        label_map = label_map_from_segments(segments, names, (item.image.height, item.image.width))
+        overlay, legend = render_overlay(item.image, label_map, names)
+        labels_png, overlay_png = out_dir / f"{stem}_labels.png", out_dir / f"{stem}_overlay.png"
+        _write_atomically(labels_png, lambda p: save_label_map(p, label_map))
+        _write_atomically(overlay_png, lambda p: save_overlay(p, overlay, legend))
+        fractions = np.bincount(label_map.ravel(), minlength=len(names)) / label_map.size
+        records.append(
+            {
+                "image": str(item.path),
+                "labels_png": str(labels_png),
+                "overlay_png": str(overlay_png),
+                "classes": {name: round(float(f), 6) for name, f in zip(names, fractions)},
+                "scores": {segment["label"]: segment["score"] for segment in segments},
+            }
+        )
+        bar.update()
+    bar.close()
+    return records
