@@ -95,3 +95,25 @@ def tiny_processor(config=None, **image_processor_kwargs):
     from fgaseg_hf import FGASegProcessor
 
     return FGASegProcessor.from_model_config(config or tiny_config(), tiny_tokenizer(), **image_processor_kwargs)
+
+
+BLOCK_PACKAGE = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "fgaseg_hf" or name.startswith("fgaseg_hf."):
+            raise ImportError("fgaseg_hf is blocked in this process")
+sys.meta_path.insert(0, _Block())
+"""
+
+
+def run_without_package(script: str, tmp_path, check: bool = True):
+    """Run `script` in a fresh offline Python process where `fgaseg_hf` cannot be imported (remote code only)."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), TRANSFORMERS_VERBOSITY="info")
+    result = subprocess.run([sys.executable, "-c", BLOCK_PACKAGE + script], env=env, capture_output=True, text=True, cwd=tmp_path)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result

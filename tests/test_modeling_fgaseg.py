@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import itertools
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_input_ids, make_model, tiny_config
+from conftest import make_input_ids, make_model, run_without_package, tiny_config
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel, AutoModelForSemanticSegmentation
 
@@ -53,12 +50,6 @@ def test_trust_remote_code_in_a_process_that_cannot_import_the_package(tmp_path)
         expected = model(x, ids).logits
     script = textwrap.dedent(
         f"""
-        import sys
-        class Block:
-            def find_spec(self, name, path=None, target=None):
-                if name == "fgaseg_hf" or name.startswith("fgaseg_hf."):
-                    raise ImportError("fgaseg_hf is blocked in this process")
-        sys.meta_path.insert(0, Block())
         import torch
         from transformers import AutoModelForSemanticSegmentation
         model = AutoModelForSemanticSegmentation.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True).eval()
@@ -68,9 +59,7 @@ def test_trust_remote_code_in_a_process_that_cannot_import_the_package(tmp_path)
             torch.save(model(inputs["x"], inputs["ids"]).logits, {str(tmp_path / "out.pt")!r})
         """
     )
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_without_package(script, tmp_path)
     assert torch.equal(torch.load(tmp_path / "out.pt"), expected)
 
 

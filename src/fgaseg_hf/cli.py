@@ -37,7 +37,7 @@ def _segment(args) -> int:
     try:
         records = segment_images(
             args.images, args.labels, model=args.model, output=args.output, sliding_window=args.sliding_window,
-            device=args.device, dtype=args.dtype, batch_size=args.batch_size, progress=not args.json,
+            device=args.device, dtype=args.dtype, batch_size=args.batch_size,
         )
     except (SegmentError, ValueError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -57,11 +57,13 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         self._text_cache: OrderedDict = OrderedDict()
 
-    def _sanitize_parameters(self, candidate_labels=None, templates=None, sliding_window=None, timeout=None, **kwargs):
+    def _sanitize_parameters(self, sliding_window=None, timeout=None, **kwargs):
+        preprocess, postprocess = {}, {}
+        # Called with the call's arguments, and once without any at construction (no vocabulary to check then).
+        if "candidate_labels" in kwargs or "templates" in kwargs:
+            preprocess["vocabulary"] = self._vocabulary(kwargs.pop("candidate_labels", None), kwargs.pop("templates", None))
         if kwargs:
             raise TypeError(f"unexpected arguments for {TASK}: {sorted(kwargs)}")
-        preprocess = {"vocabulary": self._vocabulary(candidate_labels, templates)}
-        postprocess = {}
         if sliding_window is not None:
             preprocess["sliding_window"] = postprocess["sliding_window"] = bool(sliding_window)
         if timeout is not None:
@@ -110,7 +112,8 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         return embeds
 
     # ----------------------------------------------------------------- steps
-    def preprocess(self, image, vocabulary, sliding_window=False, timeout=None):
+    def preprocess(self, image, vocabulary=None, sliding_window=False, timeout=None):
+        vocabulary = vocabulary or self._vocabulary(None, None)
         image = load_pipeline_image(image, timeout)
         inputs = self.image_processor(image, do_sliding_window=sliding_window, return_tensors="pt")
         pixel_values = inputs["pixel_values"]

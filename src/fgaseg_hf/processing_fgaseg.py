@@ -28,8 +28,6 @@ class FGASegProcessor(ProcessorMixin):
     """
 
     attributes = ["image_processor", "tokenizer"]
-    image_processor_class = "AutoImageProcessor"
-    tokenizer_class = "AutoTokenizer"
 
     def __init__(self, image_processor=None, tokenizer=None, prompt_templates="single", **kwargs):
         self.prompt_templates = resolve_templates(prompt_templates)

@@ -152,7 +152,9 @@ def parse_label_list(text: str) -> list[str]:
     if not isinstance(text, str):
         raise TypeError(f"labels must be a string, got {type(text).__name__}")
     separator = ";" if ";" in text else ","
-    names = [part.strip() for part in text.split(separator) if part.strip()]
+    # Stray commas around a name ("a, ; b") are separators too, not part of a name.
+    names = [part.strip(" \t\n,;") for part in text.split(separator)]
+    names = [name for name in names if name]
     if not names:
         raise ValueError(f"no labels in {text!r}: the label list is empty or holds only separators")
     return check_class_names(names)
