@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 import yaml
 
 from fgaseg_hf import FGASegModel
@@ -106,6 +107,13 @@ def test_script_writes_a_loadable_folder_with_a_default_vocabulary(tmp_path):
         assert torch.equal(ours[row, : end + 1], reference[row, : end + 1])
     expected = torch.load(FIXTURE / "outputs.pt", weights_only=False)["eval"]["img_384x384"]["intermediates"]["text_embeds"]
     assert (model.default_text_embeddings() - expected).abs().max() <= 1e-5
+    # The folder carries a processor with CLIP's tokenizer: the pipeline runs on it with the stored vocabulary.
+    from transformers import pipeline
+
+    image = torch.load(FIXTURE / "inputs.pt", weights_only=False)["eval"]["img_312x424"]["image"]
+    segments = pipeline("image-segmentation", model=str(tmp_path / "out"))(Image.fromarray(image.permute(1, 2, 0).numpy()))
+    assert segments and {s["label"] for s in segments} <= set(names)
+    assert segments[0]["mask"].size == (424, 312)
 
     bad = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "convert_original_checkpoint.py"), "--checkpoint", str(tmp_path / "nope.pth"),

@@ -125,7 +125,11 @@ def test_pipelines_from_the_folder_in_a_fresh_process(folder, tmp_path):
     script = textwrap.dedent(
         f"""
         import json
-        from transformers import pipeline
+        from transformers import AutoProcessor, pipeline
+        processor = AutoProcessor.from_pretrained({str(folder)!r}, trust_remote_code=True)
+        assert type(processor).__name__ == "FGASegProcessor", type(processor)
+        assert type(processor.image_processor).__name__ == "FGASegImageProcessor", type(processor.image_processor)
+        assert tuple(processor.tokenize_vocabulary(["sky", "car"])["input_ids"].shape[:2]) == (2, 1)
         semantic = pipeline("image-segmentation", model={str(folder)!r}, trust_remote_code=True)
         open_vocabulary = pipeline(model={str(folder)!r}, trust_remote_code=True)
         assert type(open_vocabulary).__name__ == "OpenVocabularySegmentationPipeline", type(open_vocabulary)

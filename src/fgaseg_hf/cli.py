@@ -25,8 +25,15 @@ def _convert(args) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     model.save_pretrained(args.output)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(args.output)
+    if model.config.clip_config.text_config.vocab_size == 49408:
+        # The processor (image processor + CLIP tokenizer) makes the folder usable by pipelines and `fgaseg segment`.
+        from .clip_tokenizer import build_clip_tokenizer
+        from .processing_fgaseg import FGASegProcessor
+
+        tokenizer = tokenizer or build_clip_tokenizer(model.config.clip_config.text_config.max_position_embeddings)
+        FGASegProcessor.from_model_config(model.config, tokenizer).save_pretrained(args.output)
+    else:
+        print("note: the text vocabulary is not CLIP's; no tokenizer was saved", file=sys.stderr)
     print(f"wrote {args.output} ({sum(p.numel() for p in model.parameters()):,} parameters)")
     return 0
 
