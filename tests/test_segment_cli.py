@@ -101,6 +101,24 @@ def test_default_vocabulary_many_labels_and_console_script(folder, images, tmp_p
     assert (tmp_path / "c" / "dot_overlay.png").is_file() and "dot_overlay.png" in result.stdout
 
 
+def test_sliding_window_and_bfloat16(folder, images, tmp_path, capsys):
+    image = Image.open(images / "grey.png")
+    code, out, err = run(capsys, images / "grey.png", "--labels", "sky, road, car", "--model", folder, "--output",
+                         tmp_path, "--sliding-window", "--json")
+    assert code == 0, err
+    model, processor = FGASegModel.from_pretrained(folder).eval(), FGASegProcessor.from_pretrained(folder)
+    with torch.no_grad():
+        outputs = model(**processor(images=image, text=NAMES, do_sliding_window=True))
+    expected = processor.post_process_semantic_segmentation(
+        outputs, target_sizes=[(image.height, image.width)], do_sliding_window=True
+    )[0].numpy()
+    assert np.array_equal(np.asarray(Image.open(json.loads(out)["labels_png"])), expected)
+    code, out, err = run(capsys, images / "grey.png", "--labels", "sky, road, car", "--model", folder, "--output",
+                         tmp_path / "bf16", "--dtype", "bfloat16", "--json")
+    assert code == 0, err
+    assert sum(json.loads(out)["classes"].values()) == pytest.approx(1.0)
+
+
 def _bad_files(tmp_path):
     good = io.BytesIO()
     Image.fromarray(np.zeros((50, 50, 3), np.uint8) + 90).save(good, format="PNG")
