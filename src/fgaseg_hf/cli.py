@@ -62,6 +62,8 @@ def _segment(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fgaseg", description="FGA-Seg open-vocabulary semantic segmentation")
     commands = parser.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in DELEGATED.items():
+        commands.add_parser(name, help=help_text, add_help=False)
     segment = commands.add_parser("segment", help="segment images into the classes you name")
     segment.add_argument("images", nargs="+", help="image files")
     segment.add_argument("--labels", help='class names, comma-separated ("sky, tree, car"); separate with ";" when '
@@ -83,7 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Subcommands with their own argument parsers.
+DELEGATED = {
+    "train": ("fgaseg_hf.training", "fine-tune with transformers' Trainer from a run config"),
+    "synthetic": ("fgaseg_hf.data.synthetic", "write the procedural synthetic-scenes dataset"),
+}
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        return importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.run(args)
 

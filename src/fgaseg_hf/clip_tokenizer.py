@@ -32,3 +32,17 @@ def build_clip_tokenizer(model_max_length: int = 77) -> CLIPTokenizer:
     """The real CLIP tokenizer (same ids as `openai/clip-vit-*`), built without the Hub."""
     vocab, merges = clip_vocabulary()
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
+
+
+CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789-'&."
+
+
+def build_character_tokenizer(model_max_length: int = 64) -> CLIPTokenizer:
+    """A CLIP tokenizer whose vocabulary is single characters (each also as a word end), for small text towers
+    trained from scratch: any text tokenises, at one token per character. Ids: characters, characters + "</w>",
+    an unknown-character token (CLIP's own tokenizer uses end-of-text for it, which would end the prompt early for
+    the text tower), then start and end of text."""
+    vocab = list(CHARACTERS) + [c + "</w>" for c in CHARACTERS] + ["<|unknown|>", "<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(
+        vocab={t: i for i, t in enumerate(vocab)}, merges=[], model_max_length=model_max_length, unk_token="<|unknown|>"
+    )

@@ -127,6 +127,13 @@ class FGASegPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["CLIPEncoderLayer"]
     # The loss is a per-batch mean: Trainer must keep dividing it by the accumulation steps.
     accepts_loss_kwargs = False
+    # Trainer gathers only the logits at evaluation (the rest has no batch axis or is large).
+    keys_to_ignore_at_inference = [
+        "auxiliary_logits", "alignment_logits", "loss_terms", "kept_classes", "text_embeds", "refined_text_embeds",
+        "image_embeds", "vision_hidden_states", "correlation", "local_correlation",
+    ]
+    # Parameters trained at `backbone_lr_multiplier` times the learning rate (the original's CLIP_MULTIPLIER).
+    backbone_parameter_prefixes = ("clip.",)
 
     @torch.no_grad()
     def _init_weights(self, module):

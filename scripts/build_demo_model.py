@@ -1,0 +1,147 @@
+#!/usr/bin/env python
+"""Package the demo model: evaluate a trained run on a freshly generated validation split (a generator seed the
+run never saw), and write the folder that ships in `fgaseg_hf/demo_model` with a model card and its training curve.
+
+    fgaseg synthetic --output outputs/synthetic_scenes --train 4000 --validation 300
+    fgaseg train --config configs/train/synthetic_demo.yaml
+    python scripts/build_demo_model.py --run outputs/demo_run --output src/fgaseg_hf/demo_model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fgaseg_hf import FGASegModel, FGASegProcessor
+from fgaseg_hf.data.synthetic import load_synthetic_dataset, write_synthetic_dataset
+from fgaseg_hf.metrics.mean_iou import ConfusionMatrix
+from fgaseg_hf.training_report import plot_training_curve
+
+KEEP = ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json")
+
+
+def evaluate_fresh(folder: Path, seed: int, count: int, batch_size: int = 32) -> dict:
+    """mIoU at full resolution on `count` new validation scenes of generator seed `seed`."""
+    model, processor = FGASegModel.from_pretrained(folder).eval(), FGASegProcessor.from_pretrained(folder)
+    with tempfile.TemporaryDirectory() as scratch:
+        write_synthetic_dataset(scratch, num_train=0, num_validation=count, seed=seed, progress=False)
+        dataset, names = load_synthetic_dataset(scratch)
+        validation = dataset["validation"]
+        confusion = ConfusionMatrix(len(names), ignore_index=255)
+        for start in tqdm(range(0, len(validation), batch_size), desc="fresh validation"):
+            batch = validation[start : start + batch_size]
+            with torch.no_grad():
+                outputs = model(**processor(images=batch["image"]))
+            sizes = [(image.height, image.width) for image in batch["image"]]
+            predictions = processor.post_process_semantic_segmentation(outputs, target_sizes=sizes)
+            confusion.update(predictions, [torch.as_tensor(np.asarray(a)) for a in batch["annotation"]])
+    result = confusion.compute()
+    return {
+        "mean_iou": float(result["mean_iou"]),
+        "overall_accuracy": float(result["overall_accuracy"]),
+        "per_category_iou": {n: float(v) for n, v in zip(names, result["per_category_iou"])},
+        "scenes": count,
+        "generator_seed": seed,
+    }
+
+
+CARD = """---
+license: apache-2.0
+library_name: transformers
+pipeline_tag: image-segmentation
+tags: [fgaseg, semantic-segmentation, synthetic-data, demo]
+---
+
+# fgaseg_hf demo model: a tiny FGA-Seg trained on synthetic scenes
+
+What it is: an FGA-Seg model ({params:.2f} M parameters, CLIP included) whose tiny CLIP towers (vision: {vision};
+text: character tokens, {text}) were trained **from scratch**, together with the FGA-Seg head, on procedural
+outdoor scenes (`fgaseg_hf.data.synthetic`) on a 2-core CPU in {minutes:.0f} minutes. It knows seven classes:
+{classes}. It is a **closed-vocabulary demo**: other class names tokenise, but the text tower never learnt what
+they mean, and real photographs are far from its training data. It exists so that `fgaseg segment` and the
+pipelines run out of the box; for real use start from CLIP weights (below).
+
+## Results
+
+mIoU on {scenes} freshly generated validation scenes (generator seed {seed}, never seen in training):
+**{miou:.3f}** (pixel accuracy {accuracy:.3f}).
+
+| class | IoU |
+|---|---|
+{rows}
+
+![training curve](training_curve.png)
+
+## Use
+
+```bash
+fgaseg segment photo.png                       # this model is the default; labels default to its 7 classes
+```
+
+```python
+from transformers import pipeline
+segmenter = pipeline(model="path/to/this/folder", trust_remote_code=True)
+segmenter("scene.png", candidate_labels=["sky", "water", "tree"])
+```
+
+## Training
+
+`fgaseg synthetic --output outputs/synthetic_scenes --train 4000 --validation 300`, then
+`fgaseg train --config configs/train/synthetic_demo.yaml` ({steps} steps of batch {batch}, AdamW, cosine schedule,
+the original's loss), then `python scripts/build_demo_model.py`. Real CLIP instead:
+`FGASegModel.from_clip_pretrained("openai/clip-vit-base-patch16", preset="vitb_384_fast_cat")` and a run config
+with `model.clip_pretrained`.
+"""
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default="outputs/demo_run", help="the training run's output folder")
+    parser.add_argument("--output", default="src/fgaseg_hf/demo_model", help="folder to write")
+    parser.add_argument("--fresh-seed", type=int, default=1, help="generator seed of the fresh validation split")
+    parser.add_argument("--fresh-count", type=int, default=300)
+    args = parser.parse_args(argv)
+    run, output = Path(args.run), Path(args.output)
+    history = json.loads((run / "training_history.json").read_text())
+    fresh = evaluate_fresh(run, args.fresh_seed, args.fresh_count)
+    if output.exists():
+        shutil.rmtree(output)
+    output.mkdir(parents=True)
+    for name in KEEP:
+        shutil.copy(run / name, output / name)
+    plot_training_curve(history["log_history"], output / "training_curve.png", title="demo model on synthetic scenes")
+    (output / "evaluation.json").write_text(json.dumps(fresh, indent=2) + "\n")
+    model = FGASegModel.from_pretrained(output)
+    clip = model.config.clip_config
+    train_log = [e for e in history["log_history"] if "train_runtime" in e]
+    run_config = json.loads((run / "training_args.json").read_text()) if (run / "training_args.json").exists() else {}
+    (output / "README.md").write_text(
+        CARD.format(
+            params=sum(p.numel() for p in model.parameters()) / 1e6,
+            vision=f"{clip.vision_config.num_hidden_layers} layers of width {clip.vision_config.hidden_size}, "
+            f"{clip.vision_config.patch_size} px patches at {model.config.clip_resolution} px",
+            text=f"{clip.text_config.num_hidden_layers} layers of width {clip.text_config.hidden_size}",
+            minutes=(train_log[0]["train_runtime"] / 60) if train_log else float("nan"),
+            classes=", ".join(model.config.id2label[i] for i in range(len(model.config.id2label))),
+            scenes=fresh["scenes"], seed=fresh["generator_seed"], miou=fresh["mean_iou"],
+            accuracy=fresh["overall_accuracy"],
+            rows="\n".join(f"| {n} | {v:.3f} |" for n, v in fresh["per_category_iou"].items()),
+            steps=history["log_history"][-1].get("step", "?"),
+            batch=run_config.get("per_device_train_batch_size", 16),
+        ),
+        encoding="utf-8",
+    )
+    print(json.dumps(fresh, indent=2))
+    return 0 if fresh["mean_iou"] >= 0.85 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""Fine-tuning with transformers' `Trainer`: `fgaseg train --config configs/<run>.yaml` (or `scripts/train.py`).
+
+A run config (YAML or JSON) has four blocks:
+
+- `model`: `preset` (a name from `configs/` or a JSON path) with `overrides` (any `FGASegConfig` field), plus one of
+  `clip_pretrained` (a CLIP checkpoint to start from) or `from_pretrained` (an FGA-Seg folder to continue); `tokenizer`:
+  "clip" (CLIP's BPE, built offline), "characters" (one token per character, for small text towers trained from
+  scratch) or a tokenizer folder; `clip_finetune` overrides the preset's policy.
+- `data`: `path` (a folder with `train/` and `validation/` splits as `fgaseg_hf.data.synthetic` writes them, each
+  with `metadata.jsonl`), or `dataset` (a `datasets` name or local folder for `load_dataset`) with `train_split` and
+  `eval_split`; `image_column`, `label_column`; `class_names` (a list or a JSON file; default: the folder's
+  `class_names.json`); `reduce_labels`.
+- `augmentation`: `AugmentationConfig` fields (crop, resize jitter, category-area crop retries, flip, colour jitter).
+- `training`: `TrainingArguments` fields, plus `backbone_lr_multiplier` (0.01: CLIP at a hundredth of the learning
+  rate, as the original). Defaults are the original recipe: AdamW, lr 2e-4, weight decay 1e-4 (none on
+  normalisation layers and embeddings), cosine schedule without warm-up, gradient clipping at norm 0.01 over the whole
+  model.
+
+The same script runs on one CPU or GPU and under `torchrun` / `accelerate launch` on several processes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import Trainer, TrainingArguments
+
+from .augmentation import AugmentationConfig, TrainingAugmentation
+
+RECIPE = {
+    "learning_rate": 2e-4,
+    "weight_decay": 1e-4,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0,
+    "max_grad_norm": 0.01,
+    "optim": "adamw_torch",
+}
+NO_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.Embedding)
+
+
+class TrainingConfigError(ValueError):
+    """A problem with the run config or the data, reported in one line."""
+
+
+# --------------------------------------------------------------------------------------------- config
+def load_run_config(path_or_dict) -> dict:
+    if isinstance(path_or_dict, dict):
+        return json.loads(json.dumps(path_or_dict))
+    path = Path(path_or_dict)
+    if not path.is_file():
+        raise TrainingConfigError(f"run config not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        config = yaml.safe_load(text)
+    else:
+        config = json.loads(text)
+    if not isinstance(config, dict):
+        raise TrainingConfigError(f"{path}: a run config is a mapping with model, data, augmentation, training")
+    unknown = set(config) - {"model", "data", "augmentation", "training"}
+    if unknown:
+        raise TrainingConfigError(f"{path}: unknown blocks {sorted(unknown)}")
+    return config
+
+
+# --------------------------------------------------------------------------------------------- data
+def load_class_names(value, folder: Path | None) -> list[str]:
+    from .prompt_templates import check_class_names
+
+    if value is None:
+        if folder is None or not (folder / "class_names.json").is_file():
+            raise TrainingConfigError("data.class_names is required (a list or a JSON file)")
+        value = str(folder / "class_names.json")
+    if isinstance(value, str):
+        with open(value, encoding="utf-8") as handle:
+            value = json.load(handle)
+    return check_class_names(value)
+
+
+def load_splits(data: dict):
+    """`(train dataset, eval dataset or None, class names)` from the run config's `data` block."""
+    from datasets import load_dataset
+
+    image_column, label_column = data.get("image_column", "image"), data.get("label_column", "annotation")
+    folder = Path(data["path"]) if "path" in data else None
+    if folder is not None:
+        if not (folder / "train").is_dir():
+            raise TrainingConfigError(f"data.path {folder}: no train/ split folder")
+        splits = {s: str(folder / s) for s in ("train", "validation") if (folder / s).is_dir()}
+        loaded = {name: load_dataset("imagefolder", data_dir=d, split="train") for name, d in splits.items()}
+        train, evaluation = loaded["train"], loaded.get(data.get("eval_split", "validation"))
+    elif "dataset" in data:
+        dataset = load_dataset(data["dataset"], **data.get("load_kwargs", {}))
+        train = dataset[data.get("train_split", "train")]
+        eval_split = data.get("eval_split", "validation")
+        evaluation = dataset[eval_split] if eval_split in dataset else None
+    else:
+        raise TrainingConfigError("data needs `path` (a split folder) or `dataset` (for datasets.load_dataset)")
+    for split in (train, evaluation):
+        if split is not None and not {image_column, label_column} <= set(split.column_names):
+            raise TrainingConfigError(
+                f"the dataset has columns {split.column_names}; expected {image_column!r} and {label_column!r}"
+            )
+    if image_column != "image" or label_column != "annotation":
+        train = train.rename_columns({image_column: "image", label_column: "annotation"})
+        if evaluation is not None:
+            evaluation = evaluation.rename_columns({image_column: "image", label_column: "annotation"})
+    return train, evaluation, load_class_names(data.get("class_names"), folder)
+
+
+def check_label_values(dataset, num_classes: int, ignore_index: int, reduce_labels: bool, limit: int = 2000) -> None:
+    """Raise `TrainingConfigError` when label maps hold ids outside the class list (checks up to `limit` maps)."""
+    from .image_processing_fgaseg import to_label_array
+
+    for index in range(min(limit, len(dataset))):
+        label = to_label_array(dataset[index]["annotation"])
+        if reduce_labels:
+            label = np.where(label == 0, ignore_index, label - 1)
+            label[label == ignore_index - 1] = ignore_index
+        bad = np.unique(label[(label != ignore_index) & ((label < 0) | (label >= num_classes))])
+        if bad.size:
+            raise TrainingConfigError(
+                f"label map {index} holds class ids {bad[:10].tolist()} but the class list has {num_classes} names "
+                f"(valid ids 0..{num_classes - 1}, ignore {ignore_index})"
+            )
+
+
+def make_transforms(processor, augmentation: TrainingAugmentation, reduce_labels: bool):
+    """Batch transforms for `Dataset.with_transform`: augmented crops for training, the processor alone for eval."""
+
+    def train_transform(batch):
+        pairs = [augmentation(image, label) for image, label in zip(batch["image"], batch["annotation"])]
+        out = processor.image_processor(
+            [p[0] for p in pairs], segmentation_maps=[p[1] for p in pairs], do_reduce_labels=reduce_labels
+        )
+        return {"pixel_values": out["pixel_values"], "labels": out["labels"]}
+
+    def eval_transform(batch):
+        out = processor.image_processor(batch["image"], segmentation_maps=batch["annotation"], do_reduce_labels=reduce_labels)
+        return {"pixel_values": out["pixel_values"], "labels": out["labels"]}
+
+    return train_transform, eval_transform
+
+
+# --------------------------------------------------------------------------------------------- model
+def build_tokenizer(name: str, max_length: int):
+    from .clip_tokenizer import build_character_tokenizer, build_clip_tokenizer
+
+    if name == "clip":
+        return build_clip_tokenizer(max_length)
+    if name == "characters":
+        return build_character_tokenizer(max_length)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name)
+
+
+def build_model(model_block: dict, class_names: list[str]):
+    """`(FGASegModel, FGASegProcessor)` for the run, the class names stored as the model's default vocabulary."""
+    from .configuration_fgaseg import FGASegConfig
+    from .modeling_fgaseg import FGASegModel
+    from .processing_fgaseg import FGASegProcessor
+
+    overrides = dict(model_block.get("overrides", {}))
+    if "from_pretrained" in model_block:
+        model = FGASegModel.from_pretrained(model_block["from_pretrained"])
+        processor = FGASegProcessor.from_pretrained(model_block["from_pretrained"])
+    else:
+        if "clip_pretrained" in model_block:
+            model = FGASegModel.from_clip_pretrained(model_block["clip_pretrained"], model_block.get("preset"), **overrides)
+        else:
+            base = FGASegConfig.from_preset(model_block.get("preset", "vitb_384_fast_cat")).to_dict()
+            for key in ("model_type", "transformers_version", "architectures", "auto_map"):
+                base.pop(key, None)
+            clip = base.pop("clip_config")
+            for tower in ("text_config", "vision_config"):
+                clip[tower] = {**clip.get(tower, {}), **overrides.get("clip_config", {}).get(tower, {})}
+            clip.update({k: v for k, v in overrides.pop("clip_config", {}).items() if not k.endswith("_config")})
+            model = FGASegModel(FGASegConfig(clip_config=clip, **{**base, **overrides}))
+        text = model.config.clip_config.text_config
+        tokenizer = build_tokenizer(model_block.get("tokenizer", "clip"), text.max_position_embeddings)
+        if len(tokenizer) > text.vocab_size:
+            raise TrainingConfigError(
+                f"the tokenizer has {len(tokenizer)} tokens but the text tower's vocabulary has {text.vocab_size}"
+            )
+        processor = FGASegProcessor.from_model_config(model.config, tokenizer)
+    if "clip_finetune" in model_block:
+        model.apply_finetune_policy(model_block["clip_finetune"])
+    model.set_default_vocabulary(class_names, processor.tokenize_vocabulary(class_names)["input_ids"])
+    return model, processor
+
+
+def parameter_groups(model: nn.Module, learning_rate: float, weight_decay: float, backbone_lr_multiplier: float):
+    """AdamW groups of the original recipe: backbone (CLIP) parameters at `backbone_lr_multiplier` times the rate;
+    no weight decay on normalisation layers and embeddings."""
+    prefixes = tuple(getattr(model, "backbone_parameter_prefixes", ()))
+    groups: dict[tuple[bool, bool], list] = {}
+    for module_name, module in model.named_modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            full_name = f"{module_name}.{name}" if module_name else name
+            key = (full_name.startswith(prefixes), isinstance(module, NO_DECAY_MODULES))
+            groups.setdefault(key, []).append(param)
+    return [
+        {
+            "params": params,
+            "lr": learning_rate * (backbone_lr_multiplier if backbone else 1.0),
+            "weight_decay": 0.0 if no_decay else weight_decay,
+            "name": f"{'backbone' if backbone else 'head'}{'-no-decay' if no_decay else ''}",
+        }
+        for (backbone, no_decay), params in sorted(groups.items())
+    ]
+
+
+class SegmentationTrainer(Trainer):
+    """`Trainer` with the original's optimizer groups."""
+
+    def __init__(self, *args, backbone_lr_multiplier: float = 0.01, **kwargs):
+        self.backbone_lr_multiplier = backbone_lr_multiplier
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            args = self.args
+            groups = parameter_groups(self.model, args.learning_rate, args.weight_decay, self.backbone_lr_multiplier)
+            self.optimizer = torch.optim.AdamW(
+                groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
+            )
+        return self.optimizer
+
+
+# --------------------------------------------------------------------------------------------- run
+def training_arguments(block: dict, output_dir: str | None) -> TrainingArguments:
+    values = {**RECIPE, **block}
+    values.pop("backbone_lr_multiplier", None)
+    if output_dir is not None:
+        values["output_dir"] = output_dir
+    if "output_dir" not in values:
+        raise TrainingConfigError("training.output_dir is required")
+    known = {f.name for f in fields(TrainingArguments)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise TrainingConfigError(f"unknown training arguments: {unknown}")
+    # Images are transformed on the fly; metrics stream batch by batch; evaluation labels have a fixed size.
+    values.update(remove_unused_columns=False, batch_eval_metrics=True, label_names=["labels"])
+    return TrainingArguments(**values)
+
+
+def run_training(config, output_dir: str | None = None, resume_from_checkpoint=None, overrides: dict | None = None):
+    """Train as the run config says; saves the model and processor in `output_dir` and returns the final eval
+    metrics (empty without an eval split)."""
+    from .metrics.mean_iou import argmax_logits_for_metrics, streaming_metrics_for_trainer
+
+    config = load_run_config(config)
+    for key, value in (overrides or {}).items():
+        block, _, name = key.partition(".")
+        config.setdefault(block, {})[name] = value
+    data = config.get("data", {})
+    train, evaluation, class_names = load_splits(data)
+    model, processor = build_model(config.get("model", {}), class_names)
+    reduce_labels = bool(data.get("reduce_labels", False))
+    check_label_values(train, len(class_names), model.config.ignore_index, reduce_labels)
+    if evaluation is not None:
+        check_label_values(evaluation, len(class_names), model.config.ignore_index, reduce_labels)
+
+    augmentation_block = {"crop_size": model.config.clip_resolution, "min_sizes": [model.config.clip_resolution]}
+    augmentation_block.update(config.get("augmentation", {}))
+    augmentation_block["ignore_index"] = model.config.ignore_index
+    augmentation = TrainingAugmentation(AugmentationConfig(**augmentation_block))
+    train_transform, eval_transform = make_transforms(processor, augmentation, reduce_labels)
+
+    args = training_arguments(config.get("training", {}), output_dir)
+    if evaluation is None and args.eval_strategy != "no":
+        raise TrainingConfigError("evaluation is enabled but the data has no eval split")
+    trainer = SegmentationTrainer(
+        model=model,
+        args=args,
+        train_dataset=train.with_transform(train_transform),
+        eval_dataset=evaluation.with_transform(eval_transform) if evaluation is not None else None,
+        compute_metrics=streaming_metrics_for_trainer(len(class_names), model.config.ignore_index, model.config.id2label),
+        preprocess_logits_for_metrics=argmax_logits_for_metrics,
+        backbone_lr_multiplier=float(config.get("training", {}).get("backbone_lr_multiplier", 0.01)),
+    )
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    metrics = trainer.evaluate() if evaluation is not None else {}
+    if trainer.is_world_process_zero():
+        trainer.save_model(args.output_dir)
+        processor.save_pretrained(args.output_dir)
+        history = {"log_history": trainer.state.log_history, "final_metrics": metrics}
+        Path(args.output_dir, "training_history.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
+    return metrics
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="fgaseg train", description="fine-tune FGA-Seg with transformers' Trainer")
+    parser.add_argument("--config", required=True, help="run config (YAML or JSON) with model, data, augmentation, training")
+    parser.add_argument("--output-dir", help="overrides training.output_dir")
+    parser.add_argument("--resume", nargs="?", const=True, default=None,
+                        help="resume from the last checkpoint in the output folder, or from the given checkpoint")
+    parser.add_argument("--set", action="append", default=[], metavar="BLOCK.KEY=JSON",
+                        help="override one config value, e.g. --set training.max_steps=10")
+    args = parser.parse_args(argv)
+    overrides = {}
+    try:
+        for item in args.set:
+            key, _, value = item.partition("=")
+            if "." not in key or not _:
+                raise TrainingConfigError(f"--set {item!r}: expected BLOCK.KEY=VALUE")
+            try:
+                overrides[key] = json.loads(value)
+            except json.JSONDecodeError:
+                overrides[key] = value
+        metrics = run_training(args.config, args.output_dir, args.resume, overrides)
+    except (TrainingConfigError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if metrics and int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, float) or math.isfinite(v)}, indent=2))
+    return 0
