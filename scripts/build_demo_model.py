@@ -4,7 +4,8 @@ run never saw), and write the folder that ships in `fgaseg_hf/demo_model` with a
 
     fgaseg synthetic --output outputs/synthetic_scenes --train 4000 --validation 300
     fgaseg train --config configs/train/synthetic_demo.yaml
-    python scripts/build_demo_model.py --run outputs/demo_run --output src/fgaseg_hf/demo_model
+    fgaseg train --config configs/train/synthetic_demo_stage2.yaml
+    python scripts/build_demo_model.py --run outputs/demo_run outputs/demo_run_stage2 --output src/fgaseg_hf/demo_model
 """
 
 from __future__ import annotations
@@ -53,6 +54,18 @@ def evaluate_fresh(folder: Path, seed: int, count: int, batch_size: int = 32) ->
     }
 
 
+def write_example(path: Path, seed: int, index: int, size: int) -> None:
+    """A scene outside the evaluation set (same seed, next index) and its true label map, for the README."""
+    from PIL import Image
+
+    from fgaseg_hf.data.synthetic import generate_scene, scene_rng
+
+    image, labels = generate_scene(scene_rng(seed, "validation", index), (size, size))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    Image.fromarray(labels).save(path.with_name(path.stem + "_labels.png"))
+
+
 CARD = """---
 license: apache-2.0
 library_name: transformers
@@ -87,16 +100,21 @@ fgaseg segment photo.png                       # this model is the default; labe
 ```
 
 ```python
+import fgaseg_hf
+from fgaseg_hf.segment import DEFAULT_MODEL_DIR
 from transformers import pipeline
-segmenter = pipeline(model="path/to/this/folder", trust_remote_code=True)
+
+segmenter = pipeline("open-vocabulary-segmentation", model=str(DEFAULT_MODEL_DIR))
 segmenter("scene.png", candidate_labels=["sky", "water", "tree"])
+pipeline("image-segmentation", model=str(DEFAULT_MODEL_DIR))("scene.png")    # all seven classes
 ```
 
 ## Training
 
 `fgaseg synthetic --output outputs/synthetic_scenes --train 4000 --validation 300`, then
-`fgaseg train --config configs/train/synthetic_demo.yaml` ({steps} steps of batch {batch}, AdamW, cosine schedule,
-the original's loss), then `python scripts/build_demo_model.py`. Real CLIP instead:
+`fgaseg train --config configs/train/synthetic_demo.yaml` and `fgaseg train --config
+configs/train/synthetic_demo_stage2.yaml` ({steps} steps of batch 16 in all: AdamW, two cosine cycles, the
+original's loss and augmentation), then `python scripts/build_demo_model.py`. Real CLIP instead:
 `FGASegModel.from_clip_pretrained("openai/clip-vit-base-patch16", preset="vitb_384_fast_cat")` and a run config
 with `model.clip_pretrained`.
 """
@@ -104,41 +122,54 @@ with `model.clip_pretrained`.
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", default="outputs/demo_run", help="the training run's output folder")
+    parser.add_argument("--run", nargs="+", default=["outputs/demo_run", "outputs/demo_run_stage2"],
+                        help="the training runs' output folders, in order (a later stage continues an earlier one)")
     parser.add_argument("--output", default="src/fgaseg_hf/demo_model", help="folder to write")
     parser.add_argument("--fresh-seed", type=int, default=1, help="generator seed of the fresh validation split")
     parser.add_argument("--fresh-count", type=int, default=300)
+    parser.add_argument("--example", default="examples/synthetic_scene.png",
+                        help="where to write an example scene (and its true labels beside it, *_labels.png)")
+    parser.add_argument("--example-size", type=int, default=256)
     args = parser.parse_args(argv)
-    run, output = Path(args.run), Path(args.output)
-    history = json.loads((run / "training_history.json").read_text())
+    runs, output = [Path(r) for r in args.run], Path(args.output)
+    history, offset, runtime = {"log_history": []}, 0, 0.0
+    for stage in runs:
+        entries = json.loads((stage / "training_history.json").read_text())["log_history"]
+        history["log_history"] += [{**e, "step": e["step"] + offset} for e in entries if "step" in e]
+        runtime += sum(e.get("train_runtime", 0.0) for e in entries)
+        offset += max((e["step"] for e in entries if "step" in e), default=0)
+    run = runs[-1]
     fresh = evaluate_fresh(run, args.fresh_seed, args.fresh_count)
     if output.exists():
         shutil.rmtree(output)
     output.mkdir(parents=True)
     for name in KEEP:
         shutil.copy(run / name, output / name)
+    # The shipped copy is loaded by the installed package: no remote-code entries (and no code copies to go stale).
+    config = json.loads((output / "config.json").read_text())
+    for key in ("auto_map", "custom_pipelines"):
+        config.pop(key, None)
+    (output / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     plot_training_curve(history["log_history"], output / "training_curve.png", title="demo model on synthetic scenes")
     (output / "evaluation.json").write_text(json.dumps(fresh, indent=2) + "\n")
     model = FGASegModel.from_pretrained(output)
     clip = model.config.clip_config
-    train_log = [e for e in history["log_history"] if "train_runtime" in e]
-    run_config = json.loads((run / "training_args.json").read_text()) if (run / "training_args.json").exists() else {}
     (output / "README.md").write_text(
         CARD.format(
             params=sum(p.numel() for p in model.parameters()) / 1e6,
             vision=f"{clip.vision_config.num_hidden_layers} layers of width {clip.vision_config.hidden_size}, "
             f"{clip.vision_config.patch_size} px patches at {model.config.clip_resolution} px",
             text=f"{clip.text_config.num_hidden_layers} layers of width {clip.text_config.hidden_size}",
-            minutes=(train_log[0]["train_runtime"] / 60) if train_log else float("nan"),
+            minutes=runtime / 60,
             classes=", ".join(model.config.id2label[i] for i in range(len(model.config.id2label))),
             scenes=fresh["scenes"], seed=fresh["generator_seed"], miou=fresh["mean_iou"],
             accuracy=fresh["overall_accuracy"],
             rows="\n".join(f"| {n} | {v:.3f} |" for n, v in fresh["per_category_iou"].items()),
-            steps=history["log_history"][-1].get("step", "?"),
-            batch=run_config.get("per_device_train_batch_size", 16),
+            steps=offset,
         ),
         encoding="utf-8",
     )
+    write_example(Path(args.example), args.fresh_seed, args.fresh_count, args.example_size)
     print(json.dumps(fresh, indent=2))
     return 0 if fresh["mean_iou"] >= 0.85 else 1
 

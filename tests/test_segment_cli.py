@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,3 +183,20 @@ def test_python_api_raises_typed_errors_with_the_same_messages(folder, tmp_path)
         segment_images([str(tmp_path / "x.png")], "sky", model=str(folder), output=str(tmp_path))
     assert issubclass(SegmentError, ValueError)
     assert sys.modules["fgaseg_hf.segment"].DEVICES == ("cpu", "cuda")
+
+
+def test_embedded_demo_model_segments_the_example_scene(tmp_path, capsys):
+    """No --model, no --labels: the shipped demo model and its seven classes, on the committed example scene whose
+    true labels are committed beside it."""
+    from fgaseg_hf.data.synthetic import CLASS_NAMES
+
+    repo = Path(__file__).resolve().parents[1]
+    example = repo / "examples" / "synthetic_scene.png"
+    code, out, err = run(capsys, example, "--output", tmp_path, "--json")
+    assert code == 0, err
+    record = json.loads(out)
+    assert list(record["classes"]) == CLASS_NAMES
+    predicted = np.asarray(Image.open(record["labels_png"]))
+    truth = np.asarray(Image.open(repo / "examples" / "synthetic_scene_labels.png"))
+    assert (predicted == truth).mean() >= 0.85
+    assert Image.open(record["overlay_png"]).size == Image.open(example).size

@@ -8,13 +8,13 @@
 4. horizontal flip with probability 0.5;
 5. padding of crops smaller than `crop_size` (image 0, label ignore).
 
-Randomness comes from Python's and numpy's global generators, which transformers' Trainer seeds and restores when
-it resumes from a checkpoint.
+Every random draw comes from the generator the caller passes: training derives it from (seed, epoch, sample index),
+so a sample is augmented the same way whatever was loaded before it (data-loader prefetching, resuming from a
+checkpoint, the number of processes).
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,26 +53,26 @@ class TrainingAugmentation:
     def __init__(self, config: AugmentationConfig | None = None, **overrides):
         self.config = config or AugmentationConfig(**overrides)
 
-    def __call__(self, image, label) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, image, label, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.config
         rgb = np.clip(to_rgb_array(image), 0, 255).astype(np.uint8)
         label = to_label_array(label)
         if label.shape != rgb.shape[:2]:
             raise ValueError(f"label map of size {label.shape} for an image of size {rgb.shape[:2]}")
-        rgb, label = self._resize_shortest_edge(rgb, label)
-        rgb, label = self._crop(rgb, label)
+        rgb, label = self._resize_shortest_edge(rgb, label, rng)
+        rgb, label = self._crop(rgb, label, rng)
         if cfg.color_jitter:
-            rgb = photometric_jitter(rgb)
-        if cfg.flip and random.random() < 0.5:
+            rgb = photometric_jitter(rgb, rng)
+        if cfg.flip and rng.random() < 0.5:
             rgb, label = rgb[:, ::-1], label[:, ::-1]
         return self._pad(np.ascontiguousarray(rgb), np.ascontiguousarray(label))
 
-    def _resize_shortest_edge(self, rgb, label):
+    def _resize_shortest_edge(self, rgb, label, rng):
         cfg = self.config
         if cfg.sampling == "choice":
-            short = random.choice(cfg.min_sizes)
+            short = int(cfg.min_sizes[rng.integers(len(cfg.min_sizes))])
         else:
-            short = random.randint(cfg.min_sizes[0], cfg.min_sizes[1])
+            short = int(rng.integers(cfg.min_sizes[0], cfg.min_sizes[1] + 1))
         height, width = label.shape
         scale = short / min(height, width)
         if max(height, width) * scale > cfg.max_size:
@@ -84,13 +84,13 @@ class TrainingAugmentation:
         label = np.asarray(Image.fromarray(label.astype(np.int32), mode="I").resize(size, Image.NEAREST)).astype(np.int64)
         return rgb, label
 
-    def _crop(self, rgb, label):
+    def _crop(self, rgb, label, rng):
         cfg = self.config
         height, width = label.shape
         crop_h, crop_w = min(cfg.crop_size, height), min(cfg.crop_size, width)
         for _ in range(10):
-            top = random.randint(0, height - crop_h)
-            left = random.randint(0, width - crop_w)
+            top = int(rng.integers(0, height - crop_h + 1))
+            left = int(rng.integers(0, width - crop_w + 1))
             window = label[top : top + crop_h, left : left + crop_w]
             if cfg.single_category_max_area >= 1.0:
                 break
@@ -111,24 +111,24 @@ class TrainingAugmentation:
         return padded_rgb, padded_label
 
 
-def photometric_jitter(rgb: np.ndarray) -> np.ndarray:
+def photometric_jitter(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """SSD-style colour jitter, each step with probability 0.5: brightness +-32, contrast x[0.5, 1.5] (before or
     after the HSV steps), saturation x[0.5, 1.5], hue +-18 degrees of 180."""
     image = rgb.astype(np.float32)
-    if random.random() < 0.5:
-        image = image + random.uniform(-32, 32)
-    contrast_first = random.random() < 0.5
+    if rng.random() < 0.5:
+        image = image + rng.uniform(-32, 32)
+    contrast_first = rng.random() < 0.5
 
     def contrast(x):
-        return x * random.uniform(0.5, 1.5) if random.random() < 0.5 else x
+        return x * rng.uniform(0.5, 1.5) if rng.random() < 0.5 else x
 
     if contrast_first:
         image = contrast(image)
     hsv = np.asarray(Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).convert("HSV")).astype(np.float32)
-    if random.random() < 0.5:
-        hsv[:, :, 1] *= random.uniform(0.5, 1.5)
-    if random.random() < 0.5:
-        hsv[:, :, 0] = (hsv[:, :, 0] + random.uniform(-18, 18) * 256.0 / 180.0) % 256.0
+    if rng.random() < 0.5:
+        hsv[:, :, 1] *= rng.uniform(0.5, 1.5)
+    if rng.random() < 0.5:
+        hsv[:, :, 0] = (hsv[:, :, 0] + rng.uniform(-18, 18) * 256.0 / 180.0) % 256.0
     image = np.asarray(Image.fromarray(np.clip(hsv, 0, 255).astype(np.uint8), mode="HSV").convert("RGB")).astype(np.float32)
     if not contrast_first:
         image = contrast(image)

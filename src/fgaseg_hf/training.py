@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from .augmentation import AugmentationConfig, TrainingAugmentation
 
@@ -133,11 +133,26 @@ def check_label_values(dataset, num_classes: int, ignore_index: int, reduce_labe
             )
 
 
-def make_transforms(processor, augmentation: TrainingAugmentation, reduce_labels: bool):
-    """Batch transforms for `Dataset.with_transform`: augmented crops for training, the processor alone for eval."""
+class AugmentationEpoch(TrainerCallback):
+    """Tells the training transform which epoch runs (the random stream of a sample depends on it)."""
+
+    def __init__(self, holder: dict):
+        self.holder = holder
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # A resumed run starts inside an epoch: state.epoch is then fractional.
+        self.holder["epoch"] = int(math.floor(state.epoch + 1e-9))
+
+
+def make_transforms(processor, augmentation: TrainingAugmentation, reduce_labels: bool, seed: int = 0, holder=None):
+    """Batch transforms for `Dataset.with_transform`: augmented crops for training (sample `i` of epoch `e` draws
+    from a generator seeded with `(seed, e, i)`; the dataset needs a `sample_index` column), the processor alone for
+    evaluation."""
+    holder = holder if holder is not None else {"epoch": 0}
 
     def train_transform(batch):
-        pairs = [augmentation(image, label) for image, label in zip(batch["image"], batch["annotation"])]
+        rngs = [np.random.default_rng([seed, holder["epoch"], int(i)]) for i in batch["sample_index"]]
+        pairs = [augmentation(image, label, rng) for image, label, rng in zip(batch["image"], batch["annotation"], rngs)]
         out = processor.image_processor(
             [p[0] for p in pairs], segmentation_maps=[p[1] for p in pairs], do_reduce_labels=reduce_labels
         )
@@ -266,6 +281,8 @@ def run_training(config, output_dir: str | None = None, resume_from_checkpoint=N
         config.setdefault(block, {})[name] = value
     data = config.get("data", {})
     train, evaluation, class_names = load_splits(data)
+    # Seeded before the model is built, so that a new head (or a model from scratch) starts the same every run.
+    set_seed(int(config.get("training", {}).get("seed", 42)))  # TrainingArguments' default seed
     model, processor = build_model(config.get("model", {}), class_names)
     reduce_labels = bool(data.get("reduce_labels", False))
     check_label_values(train, len(class_names), model.config.ignore_index, reduce_labels)
@@ -276,7 +293,10 @@ def run_training(config, output_dir: str | None = None, resume_from_checkpoint=N
     augmentation_block.update(config.get("augmentation", {}))
     augmentation_block["ignore_index"] = model.config.ignore_index
     augmentation = TrainingAugmentation(AugmentationConfig(**augmentation_block))
-    train_transform, eval_transform = make_transforms(processor, augmentation, reduce_labels)
+    seed = int(config.get("training", {}).get("seed", 42))
+    epoch_holder = {"epoch": 0}
+    train_transform, eval_transform = make_transforms(processor, augmentation, reduce_labels, seed, epoch_holder)
+    train = train.add_column("sample_index", list(range(len(train))))
 
     args = training_arguments(config.get("training", {}), output_dir)
     if evaluation is None and args.eval_strategy != "no":
@@ -289,6 +309,7 @@ def run_training(config, output_dir: str | None = None, resume_from_checkpoint=N
         compute_metrics=streaming_metrics_for_trainer(len(class_names), model.config.ignore_index, model.config.id2label),
         preprocess_logits_for_metrics=argmax_logits_for_metrics,
         backbone_lr_multiplier=float(config.get("training", {}).get("backbone_lr_multiplier", 0.01)),
+        callbacks=[AugmentationEpoch(epoch_holder)],
     )
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     metrics = trainer.evaluate() if evaluation is not None else {}
