@@ -167,25 +167,31 @@ def test_bilinear_matrix_matches_interpolate(out_size, in_size):
 
 
 def test_resized_argmax_matches_full_interpolation_and_handles_large_sizes(monkeypatch):
-    maps = torch.rand(5, 12, 12)
+    maps = torch.rand(5, 12, 12, generator=torch.Generator().manual_seed(0))
     full = F.interpolate(maps[None], size=(301, 457), mode="bilinear", align_corners=False)[0]
     import fgaseg_hf.image_processing_fgaseg as module
 
     monkeypatch.setattr(module, "_BAND_ELEMENTS", 5 * 457 * 16)  # force several bands
     labels, sums = resized_argmax(maps, (301, 457))
-    assert torch.equal(labels, full.argmax(dim=0))
+    # Equal up to float rounding (~1e-6): compare wherever the two best classes are further apart than that.
+    top2 = full.topk(2, dim=0).values
+    clear = (top2[0] - top2[1]) > 1e-5
+    assert clear.float().mean() > 0.99
+    assert torch.equal(labels[clear], full.argmax(dim=0)[clear])
     best = full.max(dim=0).values
     expected = torch.zeros(5, dtype=torch.float64).index_add_(0, labels.flatten(), best.flatten().double())
     assert torch.allclose(sums, expected, rtol=1e-5)
 
 
 def test_post_processing_returns_maps_at_each_target_size():
-    logits = torch.randn(2, 4, 16, 16)
+    logits = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
     proc = processor()
     maps = proc.post_process_semantic_segmentation({"logits": logits}, target_sizes=[(30, 40), (7, 3)])
     assert [tuple(m.shape) for m in maps] == [(30, 40), (7, 3)]
     expected = F.interpolate(torch.sigmoid(logits[:1]), size=(30, 40), mode="bilinear", align_corners=False)[0]
-    assert torch.equal(maps[0], expected.argmax(0))
+    top2 = expected.topk(2, dim=0).values
+    clear = (top2[0] - top2[1]) > 1e-5  # float rounding aside
+    assert clear.float().mean() > 0.99 and torch.equal(maps[0][clear], expected.argmax(0)[clear])
     assert tuple(proc.post_process_semantic_segmentation({"logits": logits})[0].shape) == (16, 16)
     panoptic = proc.post_process_panoptic_segmentation({"logits": logits}, target_sizes=[(30, 40), (7, 3)])[0]
     probs = proc.post_process_probabilities({"logits": logits}, target_sizes=[(30, 40), (7, 3)])[0]
