@@ -1,0 +1,170 @@
+"""Model cards: generated cards parse and the Hub accepts them, results become a valid model-index, the committed
+cards in model_cards/ match the generator, and the CLI writes files."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import tiny_config
+from huggingface_hub import ModelCard
+
+from fgaseg_hf import FGASegConfig
+from fgaseg_hf.model_card import (
+    CARD_TEMPLATE,
+    REQUIRED_METADATA_KEYS,
+    main,
+    parse_model_card,
+    render_model_card,
+    validate_model_index,
+    write_model_card,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+CARDS = ROOT / "model_cards"
+PRESET_CARDS = {
+    "fgaseg-vitb16-384.md": ("vitb_384_fast_cat", "openai/clip-vit-base-patch16"),
+    "fgaseg-vitl14-336.md": ("vitl_336_fast_cat", "openai/clip-vit-large-patch14-336"),
+}
+RESULTS = {
+    "ade150": {"dataset_name": "ADE20K-150", "dataset_type": "scene_parse_150", "split": "validation",
+               "mIoU": 0.312, "per_class_iou": {"wall": 0.71, "floor": 0.655, "lamp": None}},
+    "pc59": {"dataset_name": "Pascal Context-59", "dataset_type": "pascal_context", "split": "validation",
+             "mIoU": 0.574},
+}
+
+
+def preset_card(preset: str, base_model: str) -> str:
+    name = next(file for file, (p, _) in PRESET_CARDS.items() if p == preset)[:-3]
+    return render_model_card(preset, model_name=name, base_model=base_model)
+
+
+@pytest.mark.parametrize("file", sorted(PRESET_CARDS))
+def test_preset_cards_parse_and_hub_accepts_them(file):
+    preset, base_model = PRESET_CARDS[file]
+    text = preset_card(preset, base_model)
+    front = yaml.safe_load(text.split("---\n")[1])
+    for key in REQUIRED_METADATA_KEYS:
+        assert key in front
+    assert front["library_name"] == "transformers" and front["pipeline_tag"] == "image-segmentation"
+    assert {"fgaseg", "open-vocabulary", "semantic-segmentation", "clip"} <= set(front["tags"])
+    assert front["base_model"] == base_model and "model-index" not in front
+    metadata, body = parse_model_card(text)
+    assert metadata == front
+    data = ModelCard(text, ignore_metadata_errors=False).data
+    assert data.license == "apache-2.0" and data.base_model == base_model
+    config = FGASegConfig.from_preset(preset)
+    assert f"{config.clip_resolution} x {config.clip_resolution} px" in body
+    assert "never released" in body and "fgaseg train --config" in body and "fgaseg evaluate" in body
+    assert f'preset="{preset}"' in body
+
+
+def test_card_names_the_clip_variant():
+    assert "CLIP ViT-B/16 at 384 px" in preset_card("vitb_384_fast_cat", "openai/clip-vit-base-patch16")
+    assert "CLIP ViT-L/14 at 336 px" in preset_card("vitl_336_fast_cat", "openai/clip-vit-large-patch14-336")
+
+
+@pytest.mark.parametrize("file", sorted(PRESET_CARDS))
+def test_committed_cards_are_up_to_date(file):
+    preset, base_model = PRESET_CARDS[file]
+    committed = (CARDS / file).read_text(encoding="utf-8")
+    assert committed == preset_card(preset, base_model), (
+        f"model_cards/{file} is stale: python -m fgaseg_hf.model_card --preset {preset} --output model_cards/{file}"
+    )
+
+
+def test_committed_template_is_the_renderers():
+    assert (CARDS / "template.md").read_text(encoding="utf-8") == CARD_TEMPLATE
+
+
+def test_results_become_a_valid_model_index():
+    text = render_model_card("vitb_384_fast_cat", RESULTS, model_name="my-fgaseg", datasets=["my-org/coco-stuff"],
+                             extra_sections={"Training data": "COCO-Stuff, 171 classes."})
+    metadata, body = parse_model_card(text)
+    assert metadata["datasets"] == ["my-org/coco-stuff"] and "base_model" not in metadata
+    validate_model_index(metadata)
+    (entry,) = metadata["model-index"]
+    assert entry["name"] == "my-fgaseg"
+    assert len(entry["results"]) == len(RESULTS)
+    for result, expected in zip(entry["results"], RESULTS.values()):
+        assert result["task"] == {"type": "image-segmentation", "name": "Semantic Segmentation"}
+        assert result["dataset"] == {"name": expected["dataset_name"], "type": expected["dataset_type"],
+                                     "split": expected["split"]}
+        assert result["metrics"] == [{"type": "mean_iou", "value": expected["mIoU"], "name": "mIoU"}]
+    hub = ModelCard(text, ignore_metadata_errors=False).data
+    assert [r.metric_value for r in hub.eval_results] == [e["mIoU"] for e in RESULTS.values()]
+    assert hub.model_name == "my-fgaseg"
+    assert "| ade150 | ADE20K-150 (`scene_parse_150`) | validation | 31.2 |" in body
+    assert "| floor | 65.5 |" in body and "| lamp | n/a |" in body
+    assert "## Training data\n\nCOCO-Stuff, 171 classes." in body
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda r: r["ade150"].pop("dataset_type"),
+    lambda r: r["ade150"].update(mIoU=31.2),          # a percentage, not a fraction
+    lambda r: r["ade150"].update(mIoU="0.3"),
+    lambda r: r["ade150"].update(split=""),
+    lambda r: r["ade150"].update(per_class_iou={"wall": 1.5}),
+    lambda r: r["ade150"].update(miou=0.3),           # unknown field
+    lambda r: r.update(pc59=[0.5]),
+])
+def test_malformed_results_raise(mutate):
+    results = copy.deepcopy(RESULTS)
+    mutate(results)
+    with pytest.raises(ValueError):
+        render_model_card("vitb_384_fast_cat", results, model_name="x")
+
+
+@pytest.mark.parametrize("index", [
+    3,
+    [],
+    [{"results": []}],
+    [{"name": "x", "results": [{"task": {"type": "image-segmentation"}, "dataset": {"name": "a"},
+                                "metrics": [{"type": "mean_iou", "value": 0.3}]}]}],
+    [{"name": "x", "results": [{"task": {"type": "image-segmentation"}, "dataset": {"name": "a", "type": "b"},
+                                "metrics": [{"type": "mean_iou", "value": "high"}]}]}],
+    [{"name": "x", "results": [{"task": {"type": "image-segmentation"}, "dataset": {"name": "a", "type": "b"},
+                                "metrics": []}]}],
+])
+def test_malformed_model_index_raises(index):
+    with pytest.raises(ValueError):
+        validate_model_index({"model-index": index})
+    text = "---\n" + yaml.safe_dump({"license": "mit", "model-index": index}) + "---\nbody\n"
+    with pytest.raises(ValueError):
+        parse_model_card(text)
+
+
+def test_parse_rejects_missing_front_matter():
+    with pytest.raises(ValueError):
+        parse_model_card("# no metadata\n")
+
+
+def test_write_model_card_for_a_saved_folder(tmp_path):
+    tiny_config().save_pretrained(tmp_path)
+    path = write_model_card(tmp_path, results=RESULTS, model_name="tiny", repo_id="me/tiny")
+    assert path == tmp_path / "README.md"
+    metadata, body = parse_model_card(path.read_text(encoding="utf-8"))
+    assert metadata["model-index"][0]["name"] == "tiny"
+    assert 'model="me/tiny"' in body and "No trained weights." not in body
+
+
+def test_cli_writes_preset_card(tmp_path):
+    output = tmp_path / "cards" / "card.md"
+    assert main(["--preset", "vitb_384_fast_cat", "--output", str(output)]) == 0
+    assert output.read_text(encoding="utf-8") == (CARDS / "fgaseg-vitb16-384.md").read_text(encoding="utf-8")
+
+
+def test_cli_writes_trained_folder_card(tmp_path, capsys):
+    model_dir = tmp_path / "run"
+    tiny_config().save_pretrained(model_dir)
+    results_file = tmp_path / "eval.json"
+    results_file.write_text(json.dumps({"results": RESULTS}), encoding="utf-8")
+    assert main(["--model-dir", str(model_dir), "--results", str(results_file), "--model-name", "run-1",
+                 "--write"]) == 0
+    metadata, _ = parse_model_card((model_dir / "README.md").read_text(encoding="utf-8"))
+    assert [r["metrics"][0]["value"] for r in metadata["model-index"][0]["results"]] == [0.312, 0.574]
+
+    results_file.write_text(json.dumps({"ade150": {"mIoU": 0.3}}), encoding="utf-8")
+    assert main(["--model-dir", str(model_dir), "--results", str(results_file), "--model-name", "run-1"]) == 2
+    assert "error:" in capsys.readouterr().err
