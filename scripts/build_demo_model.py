@@ -4,8 +4,7 @@ run never saw), and write the folder that ships in `fgaseg_hf/demo_model` with a
 
     fgaseg synthetic --output outputs/synthetic_scenes --train 4000 --validation 300
     fgaseg train --config configs/train/synthetic_demo.yaml
-    fgaseg train --config configs/train/synthetic_demo_stage2.yaml
-    python scripts/build_demo_model.py --run outputs/demo_run outputs/demo_run_stage2 --output src/fgaseg_hf/demo_model
+    python scripts/build_demo_model.py --run outputs/demo_run --output src/fgaseg_hf/demo_model
 """
 
 from __future__ import annotations
@@ -112,8 +111,7 @@ pipeline("image-segmentation", model=str(DEFAULT_MODEL_DIR))("scene.png")    # a
 ## Training
 
 `fgaseg synthetic --output outputs/synthetic_scenes --train 4000 --validation 300`, then
-`fgaseg train --config configs/train/synthetic_demo.yaml` and `fgaseg train --config
-configs/train/synthetic_demo_stage2.yaml` ({steps} steps of batch 16 in all: AdamW, two cosine cycles, the
+`fgaseg train --config configs/train/synthetic_demo.yaml` ({steps} steps of batch 8: AdamW, cosine schedule, the
 original's loss and augmentation), then `python scripts/build_demo_model.py`. Real CLIP instead:
 `FGASegModel.from_clip_pretrained("openai/clip-vit-base-patch16", preset="vitb_384_fast_cat")` and a run config
 with `model.clip_pretrained`.
@@ -122,7 +120,7 @@ with `model.clip_pretrained`.
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", nargs="+", default=["outputs/demo_run", "outputs/demo_run_stage2"],
+    parser.add_argument("--run", nargs="+", default=["outputs/demo_run"],
                         help="the training runs' output folders, in order (a later stage continues an earlier one)")
     parser.add_argument("--output", default="src/fgaseg_hf/demo_model", help="folder to write")
     parser.add_argument("--fresh-seed", type=int, default=1, help="generator seed of the fresh validation split")
