@@ -278,16 +278,20 @@ class FGASegConfig(PretrainedConfig):
     @classmethod
     def from_preset(cls, name_or_path: str | os.PathLike, **overrides) -> "FGASegConfig":
         """Load a preset from the package's `configs/` (e.g. "vitb_384_fast_cat") or from a JSON file path."""
-        path = str(name_or_path)
+        return cls(**{**preset_values(name_or_path), **overrides})
+
+
+def preset_values(name_or_path: str | os.PathLike) -> dict:
+    """The config values a preset sets (its "model" block, `clip_config` as a plain dict): the place to merge
+    overrides into before building an `FGASegConfig`."""
+    path = str(name_or_path)
+    if not os.path.isfile(path):
+        path = os.path.join(PRESET_DIR, f"{path}.json")
         if not os.path.isfile(path):
-            path = os.path.join(PRESET_DIR, f"{path}.json")
-            if not os.path.isfile(path):
-                raise ValueError(f"unknown FGA-Seg preset {name_or_path!r}; available: {available_presets()}")
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-        data = dict(data.get("model", data))
-        data.update(overrides)
-        return cls(**data)
+            raise ValueError(f"unknown FGA-Seg preset {name_or_path!r}; available: {available_presets()}")
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    return json.loads(json.dumps(data.get("model", data)))
 
 
 def available_presets() -> list[str]:
@@ -301,4 +305,4 @@ def available_presets() -> list[str]:
     return names
 
 
-__all__ = ["FGASegConfig", "available_presets"]
+__all__ = ["FGASegConfig", "available_presets", "preset_values"]

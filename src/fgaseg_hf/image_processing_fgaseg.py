@@ -145,6 +145,14 @@ def to_label_array(segmentation_map) -> np.ndarray:
     return array.astype(np.int64)
 
 
+def reduce_label_ids(label: np.ndarray, ignore_index: int) -> np.ndarray:
+    """ADE20K-style raw annotations (0 = "other"): 0 becomes the ignore index, every other id drops by one, and the
+    ignore index stays the ignore index."""
+    reduced = np.where(label == 0, ignore_index, label - 1)
+    reduced[reduced == ignore_index - 1] = ignore_index
+    return reduced
+
+
 def _as_list(items) -> list:
     if isinstance(items, (list, tuple)):
         return list(items)
@@ -358,15 +366,14 @@ class FGASegImageProcessor(BaseImageProcessor):
             raise ValueError(f"got {len(images)} images but {len(maps)} segmentation maps")
         labels = []
         for index, (label_map, image) in enumerate(zip(maps, images)):
-            label = torch.from_numpy(to_label_array(label_map))
+            label = to_label_array(label_map)
             if tuple(label.shape) != tuple(image.shape[1:]):
                 raise ValueError(
                     f"segmentation map {index} has size {tuple(label.shape)} but its image has {tuple(image.shape[1:])}"
                 )
             if reduce_labels:
-                label = torch.where(label == 0, self.ignore_index, label - 1)
-                label[label == self.ignore_index - 1] = self.ignore_index
-            labels.append(label)
+                label = reduce_label_ids(label, self.ignore_index)
+            labels.append(torch.from_numpy(label))
         if mode == "original":
             height, width = self._canvas_size(images)
             out = torch.full((len(labels), height, width), self.ignore_index, dtype=torch.long)
@@ -498,4 +505,7 @@ class FGASegImageProcessor(BaseImageProcessor):
             results.append({"segmentation": labels, "segments_info": info})
         return results
 
-__all__ = ["FGASegImageProcessor", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "image_size", "to_label_array", "to_rgb_array"]
+__all__ = [
+    "FGASegImageProcessor", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "image_size", "reduce_label_ids", "to_label_array",
+    "to_rgb_array",
+]

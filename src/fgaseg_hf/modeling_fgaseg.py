@@ -24,7 +24,7 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.models.auto import modeling_auto
 from transformers.utils import ModelOutput
 
-from .configuration_fgaseg import FGASegConfig
+from .configuration_fgaseg import FGASegConfig, preset_values
 from .fgaseg_aggregation import ClassAggregation
 from .fgaseg_alignment import AlignmentProjector, PixelTextCrossAttention
 from .fgaseg_clip import dense_image_features, encode_prompts
@@ -209,10 +209,8 @@ class FGASegModel(FGASegPreTrainedModel):
         `FGASegModel.from_clip_pretrained("openai/clip-vit-base-patch16", "vitb_384_fast_cat")`.
         The preset's CLIP architecture is replaced by the checkpoint's."""
         clip = CLIPModel.from_pretrained(clip_name_or_path)
-        base = FGASegConfig.from_preset(preset).to_dict() if preset else {}
+        base = preset_values(preset) if preset else {}
         base.pop("clip_config", None)
-        for key in ("model_type", "transformers_version", "architectures", "auto_map"):
-            base.pop(key, None)
         base.update(overrides)
         config = FGASegConfig(clip_config=clip.config.to_dict(), **base)
         model = cls(config)

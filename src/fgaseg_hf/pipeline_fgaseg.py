@@ -32,6 +32,13 @@ def load_pipeline_image(image, timeout=None):
     return image
 
 
+def default_class_names(config) -> list[str]:
+    """The vocabulary a model carries (`set_default_vocabulary`); `ValueError` when it has none."""
+    if not getattr(config, "has_default_vocabulary", False):
+        raise ValueError("candidate_labels is required: this model has no default vocabulary")
+    return [config.id2label[i] for i in range(len(config.id2label))]
+
+
 class OpenVocabularySegmentationPipeline(Pipeline):
     """
     Open-vocabulary semantic segmentation with FGA-Seg:
@@ -79,10 +86,7 @@ class OpenVocabularySegmentationPipeline(Pipeline):
     # ----------------------------------------------------------------- vocabulary
     def _vocabulary(self, candidate_labels, templates) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
         if candidate_labels is None:
-            config = self.model.config
-            if not getattr(config, "has_default_vocabulary", False):
-                raise ValueError("candidate_labels is required: this model has no default vocabulary")
-            names = [config.id2label[i] for i in range(len(config.id2label))]
+            names = default_class_names(self.model.config)
         elif isinstance(candidate_labels, str):
             names = parse_label_list(candidate_labels)
         else:
@@ -95,13 +99,9 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         if vocabulary in self._text_cache:
             self._text_cache.move_to_end(vocabulary)
             return self._text_cache[vocabulary]
-        config = self.model.config
         if templates is None:
-            templates = tuple(resolve_templates(config.prompt_templates))
-        if len(templates) != config.num_templates:
-            raise ValueError(
-                f"this model was built for {config.num_templates} prompt template(s), got {len(templates)}"
-            )
+            templates = tuple(resolve_templates(self.model.config.prompt_templates))
+        # The model checks that the number of templates is the one it was built for.
         processor = FGASegProcessor(self.image_processor, self.tokenizer, prompt_templates=list(templates))
         input_ids = processor.tokenize_vocabulary(list(names))["input_ids"]
         with torch.no_grad():
@@ -176,4 +176,4 @@ def custom_pipelines_entry() -> dict:
     }
 
 
-__all__ = ["OpenVocabularySegmentationPipeline", "register_pipelines", "custom_pipelines_entry"]
+__all__ = ["OpenVocabularySegmentationPipeline", "custom_pipelines_entry", "default_class_names", "register_pipelines"]

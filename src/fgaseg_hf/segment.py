@@ -29,7 +29,7 @@ class SegmentError(ValueError):
 @dataclass
 class LoadedImage:
     path: Path
-    image: Image.Image  # RGB, EXIF orientation applied
+    image: Image.Image  # EXIF orientation applied; any mode (the image processor converts it)
 
 
 def open_image_file(path: str) -> LoadedImage:
@@ -172,7 +172,8 @@ def segment_images(
     per image (`image`, `labels_png`, `overlay_png`, `classes`: {name: pixel fraction}, `scores`)."""
     from tqdm.auto import tqdm
 
-    from .visualization import render_overlay, save_label_map, save_overlay
+    from .pipeline_fgaseg import default_class_names
+    from .visualization import coverage, render_overlay, save_label_map, save_overlay
 
     names = parse_label_list(labels) if labels is not None else None
     torch_device = parse_device(device)
@@ -187,10 +188,10 @@ def segment_images(
         raise SegmentError(f"--output {output}: exists and is not a folder")
     pipe = load_pipeline(resolve_model_location(model), torch_device, torch_dtype)
     if names is None:
-        config = pipe.model.config
-        if not getattr(config, "has_default_vocabulary", False):
-            raise SegmentError("--labels is required: this model has no default vocabulary")
-        names = [config.id2label[i] for i in range(len(config.id2label))]
+        try:
+            names = default_class_names(pipe.model.config)
+        except ValueError:
+            raise SegmentError("--labels is required: this model has no default vocabulary") from None
 
     out_dir.mkdir(parents=True, exist_ok=True)
     results = pipe(
@@ -204,7 +205,7 @@ def segment_images(
         labels_png, overlay_png = out_dir / f"{stem}_labels.png", out_dir / f"{stem}_overlay.png"
         _write_atomically(labels_png, lambda p: save_label_map(p, label_map))
         _write_atomically(overlay_png, lambda p: save_overlay(p, overlay, legend))
-        fractions = np.bincount(label_map.ravel(), minlength=len(names)) / label_map.size
+        fractions = coverage(label_map, len(names))
         records.append(
             {
                 "image": str(item.path),

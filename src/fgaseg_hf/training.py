@@ -94,8 +94,9 @@ def load_splits(data: dict):
     if folder is not None:
         if not (folder / "train").is_dir():
             raise TrainingConfigError(f"data.path {folder}: no train/ split folder")
-        splits = {s: str(folder / s) for s in ("train", "validation") if (folder / s).is_dir()}
-        loaded = {name: load_dataset("imagefolder", data_dir=d, split="train") for name, d in splits.items()}
+        from .data.folders import load_split_folder
+
+        loaded = {s: load_split_folder(folder / s) for s in ("train", "validation") if (folder / s).is_dir()}
         train, evaluation = loaded["train"], loaded.get(data.get("eval_split", "validation"))
     elif "dataset" in data:
         dataset = load_dataset(data["dataset"], **data.get("load_kwargs", {}))
@@ -118,13 +119,12 @@ def load_splits(data: dict):
 
 def check_label_values(dataset, num_classes: int, ignore_index: int, reduce_labels: bool, limit: int = 2000) -> None:
     """Raise `TrainingConfigError` when label maps hold ids outside the class list (checks up to `limit` maps)."""
-    from .image_processing_fgaseg import to_label_array
+    from .image_processing_fgaseg import reduce_label_ids, to_label_array
 
     for index in range(min(limit, len(dataset))):
         label = to_label_array(dataset[index]["annotation"])
         if reduce_labels:
-            label = np.where(label == 0, ignore_index, label - 1)
-            label[label == ignore_index - 1] = ignore_index
+            label = reduce_label_ids(label, ignore_index)
         bad = np.unique(label[(label != ignore_index) & ((label < 0) | (label >= num_classes))])
         if bad.size:
             raise TrainingConfigError(
@@ -180,7 +180,7 @@ def build_tokenizer(name: str, max_length: int):
 
 def build_model(model_block: dict, class_names: list[str]):
     """`(FGASegModel, FGASegProcessor)` for the run, the class names stored as the model's default vocabulary."""
-    from .configuration_fgaseg import FGASegConfig
+    from .configuration_fgaseg import FGASegConfig, preset_values
     from .modeling_fgaseg import FGASegModel
     from .processing_fgaseg import FGASegProcessor
 
@@ -192,9 +192,7 @@ def build_model(model_block: dict, class_names: list[str]):
         if "clip_pretrained" in model_block:
             model = FGASegModel.from_clip_pretrained(model_block["clip_pretrained"], model_block.get("preset"), **overrides)
         else:
-            base = FGASegConfig.from_preset(model_block.get("preset", "vitb_384_fast_cat")).to_dict()
-            for key in ("model_type", "transformers_version", "architectures", "auto_map"):
-                base.pop(key, None)
+            base = preset_values(model_block.get("preset", "vitb_384_fast_cat"))
             clip = base.pop("clip_config")
             for tower in ("text_config", "vision_config"):
                 clip[tower] = {**clip.get(tower, {}), **overrides.get("clip_config", {}).get(tower, {})}

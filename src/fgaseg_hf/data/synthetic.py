@@ -319,17 +319,10 @@ def load_synthetic_dataset(path: PathLike, cache_dir: PathLike | None = None) ->
     the Hugging Face datasets cache."""
     import datasets
 
+    from .folders import load_split_folder
+
     root = Path(path)
-    features = datasets.Features({"image": datasets.Image(), "annotation": datasets.Image()})
-    cache, splits = None if cache_dir is None else str(cache_dir), {}
-    for split in SPLITS:
-        split_dir = root / split
-        if not (split_dir / "metadata.jsonl").read_text().strip():  # imagefolder cannot load an empty split
-            splits[split] = datasets.Dataset.from_dict({"image": [], "annotation": []}, features=features)
-        else:
-            # Each split folder is its own imagefolder, whose single split is named "train".
-            splits[split] = datasets.load_dataset("imagefolder", data_dir=str(split_dir), split="train",
-                                                  cache_dir=cache)
+    splits = {split: load_split_folder(root / split, cache_dir) for split in SPLITS}
     return datasets.DatasetDict(splits), json.loads((root / "class_names.json").read_text())
 
 
