@@ -163,18 +163,10 @@ def _as_list(items) -> list:
 
 # --------------------------------------------------------------------------------------------- geometry
 def bilinear_matrix(out_size: int, in_size: int) -> torch.Tensor:
-    """`(out_size, in_size)` weights of 1-D bilinear resizing with `align_corners=False` (as `F.interpolate`)."""
-    # float32 source positions, as PyTorch's kernel computes them (float64 would differ from it by ~1e-5).
-    scale = torch.tensor(in_size / out_size, dtype=torch.float32)
-    source = ((torch.arange(out_size, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0)
-    low = source.floor().long().clamp(max=in_size - 1)
-    high = (low + 1).clamp(max=in_size - 1)
-    frac = source - low
-    weights = torch.zeros(out_size, in_size, dtype=torch.float32)
-    rows = torch.arange(out_size)
-    weights.index_put_((rows, low), 1 - frac, accumulate=True)
-    weights.index_put_((rows, high), frac, accumulate=True)
-    return weights
+    """`(out_size, in_size)` weights of 1-D bilinear resizing with `align_corners=False`: `F.interpolate` of the unit
+    vectors, so the weights are exactly the ones PyTorch's kernel uses (re-deriving them in Python differed by ~1e-5)."""
+    basis = torch.eye(in_size, dtype=torch.float32)[:, None, :]  # (in_size, 1, in_size)
+    return F.interpolate(basis, size=out_size, mode="linear", align_corners=False)[:, 0, :].T.contiguous()
 
 
 def resized_argmax(maps: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
