@@ -117,3 +117,26 @@ def run_without_package(script: str, tmp_path, check: bool = True):
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+def parity_fixture_folders(matches) -> list:
+    """Reference-tensor folders (`../shared/parity/*` beside the repository, then every folder in
+    `FGASEG_PARITY_FIXTURES`, os.pathsep-separated) whose parsed config.json satisfies `matches(config)`."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1].parent / "shared" / "parity"
+    folders = sorted(root.iterdir()) if root.is_dir() else []
+    folders += [Path(p) for p in os.environ.get("FGASEG_PARITY_FIXTURES", "").split(os.pathsep) if p]
+    found = []
+    for folder in folders:
+        config = folder / "config.json"
+        if config.is_file() and matches(json.loads(config.read_text())):
+            found.append(folder)
+    return found
+
+
+def is_ita_fixture(config: dict) -> bool:
+    """An ITA fixture: the detectron2 cfg names the FCCLIP meta-architecture and the source is ITA."""
+    arch = config.get("cfg", {}).get("MODEL", {}).get("META_ARCHITECTURE")
+    return arch == "FCCLIP" and any(k.startswith("ITA") for k in config.get("sources", {}))

@@ -8,13 +8,12 @@ of 32, bilinear resize of the padded canvas to the CLIP resolution).
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import parity_fixture_folders
 
 from fgaseg_hf.conversion import convert_original_checkpoint
 from fgaseg_hf.image_processing_fgaseg import FGASegImageProcessor
@@ -24,19 +23,7 @@ CLIP_MEAN = torch.tensor([122.7709383, 116.7460125, 104.09373615]).view(3, 1, 1)
 CLIP_STD = torch.tensor([68.5005327, 66.6321579, 70.323163]).view(3, 1, 1)
 
 
-def fixture_folders(architecture: str) -> list[Path]:
-    roots = [REPO.parent / "shared" / "parity"]
-    folders = [p for root in roots if root.is_dir() for p in sorted(root.iterdir())]
-    folders += [Path(p) for p in os.environ.get("FGASEG_PARITY_FIXTURES", "").split(os.pathsep) if p]
-    found = []
-    for folder in folders:
-        config = folder / "config.json"
-        if config.is_file() and json.loads(config.read_text()).get("MODEL.META_ARCHITECTURE") == architecture:
-            found.append(folder)
-    return found
-
-
-FOLDERS = fixture_folders("FGASeg")
+FOLDERS = parity_fixture_folders(lambda config: config.get("MODEL.META_ARCHITECTURE") == "FGASeg")
 
 
 def test_fixtures_are_found():

@@ -41,16 +41,21 @@ def direct(folder, image, names):
 
 
 def check_segments(result, probs, names):
-    """One mask per class present; masks partition the image; label and score are each class's argmax region."""
+    """One mask per class present; masks partition the image; label and score are each class's argmax region.
+    The pipeline resizes and takes the argmax in its own way: where the two best classes are closer than float
+    rounding (~1e-7) either may win, so masks are compared where the best class is clear."""
     labels = probs.argmax(0)
-    present = sorted(labels.unique().tolist())
-    assert sorted(names.index(r["label"]) for r in result) == present
+    top2 = probs.topk(2, dim=0).values
+    clear = ((top2[0] - top2[1]) > 1e-6).numpy()
+    assert clear.mean() > 0.98
+    assert set(labels[torch.from_numpy(clear)].unique().tolist()) <= {names.index(r["label"]) for r in result}
+    assert {names.index(r["label"]) for r in result} <= set(labels.unique().tolist()) | set(probs.topk(2, 0).indices[1][~torch.from_numpy(clear)].tolist())
     coverage = np.zeros(labels.shape, dtype=int)
     for r in result:
         mask = np.asarray(r["mask"]) > 0
         assert r["mask"].size == (labels.shape[1], labels.shape[0]) and r["mask"].mode == "L"
         class_id = names.index(r["label"])
-        assert np.array_equal(mask, (labels == class_id).numpy())
+        assert np.array_equal(mask[clear], (labels == class_id).numpy()[clear])
         assert r["score"] == pytest.approx(float(probs[class_id][labels == class_id].mean()), abs=1e-4)
         coverage += mask
     assert (coverage == 1).all()

@@ -9,10 +9,14 @@ from transformers import (
 )
 
 from .configuration_fgaseg import FGASegConfig, available_presets
+from .configuration_ita import ITAConfig, available_ita_presets
 from .image_processing_fgaseg import FGASegImageProcessor
+from .image_processing_ita import ITAImageProcessor
 from .modeling_fgaseg import FGASegModel, FGASegOutput, FGASegPreTrainedModel
+from .modeling_ita import ITAModel, ITAOutput, ITAPreTrainedModel
 from .pipeline_fgaseg import OpenVocabularySegmentationPipeline, register_pipelines
 from .processing_fgaseg import FGASegProcessor
+from .processing_ita import ITAProcessor
 
 AutoConfig.register("fgaseg", FGASegConfig, exist_ok=True)
 AutoModel.register(FGASegConfig, FGASegModel, exist_ok=True)
@@ -25,6 +29,16 @@ FGASegModel.register_for_auto_class("AutoModel")
 FGASegImageProcessor.register_for_auto_class("AutoImageProcessor")
 FGASegProcessor.register_for_auto_class("AutoProcessor")
 register_pipelines()
+# ITA (FC-CLIP with dominant-category text queries), the second model.
+AutoConfig.register("ita", ITAConfig, exist_ok=True)
+AutoModel.register(ITAConfig, ITAModel, exist_ok=True)
+AutoModelForSemanticSegmentation.register(ITAConfig, ITAModel, exist_ok=True)
+AutoImageProcessor.register(ITAConfig, image_processor_classes={"pil": ITAImageProcessor}, exist_ok=True)
+AutoProcessor.register(ITAConfig, ITAProcessor, exist_ok=True)
+ITAConfig.register_for_auto_class()
+ITAModel.register_for_auto_class("AutoModel")
+ITAImageProcessor.register_for_auto_class("AutoImageProcessor")
+ITAProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
     "FGASegConfig",
@@ -33,7 +47,14 @@ __all__ = [
     "FGASegOutput",
     "FGASegPreTrainedModel",
     "FGASegProcessor",
+    "ITAConfig",
+    "ITAImageProcessor",
+    "ITAModel",
+    "ITAOutput",
+    "ITAPreTrainedModel",
+    "ITAProcessor",
     "OpenVocabularySegmentationPipeline",
+    "available_ita_presets",
     "available_presets",
 ]
 __version__ = "0.1.0"

@@ -1,5 +1,7 @@
-"""The `fgaseg` command. Subcommands: `segment` (images + class names -> label maps and overlay pictures) and
-`convert` (an original detectron2 checkpoint -> a model folder)."""
+"""The `fgaseg` command. Subcommands: `segment` (images + class names -> label maps and overlay pictures),
+`convert` (an original detectron2 checkpoint -> a model folder), and `train`, `evaluate`, `prepare`, `benchmark`,
+`synthetic`
+(each with its own options; see `fgaseg <command> --help`)."""
 
 from __future__ import annotations
 
@@ -71,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--model", help="model folder or Hub id (default: the embedded demo model)")
     segment.add_argument("--output", default="fgaseg-output", help="folder for the PNGs (default: %(default)s)")
     segment.add_argument("--json", action="store_true", help="print per-class pixel fractions and scores as JSON")
-    segment.add_argument("--sliding-window", action="store_true", help="the original's sliding-window inference")
+    segment.add_argument("--sliding-window", action=argparse.BooleanOptionalAction, default=None,
+                         help="the original's sliding-window inference (default: the model's processor setting)")
     segment.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     segment.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (default: %(default)s)")
     segment.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: %(default)s)")
@@ -89,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 DELEGATED = {
     "train": ("fgaseg_hf.training", "fine-tune with transformers' Trainer from a run config"),
     "synthetic": ("fgaseg_hf.data.synthetic", "write the procedural synthetic-scenes dataset"),
+    "evaluate": ("fgaseg_hf.evaluation", "mIoU on benchmarks with the original's protocol: JSON, Markdown, card"),
+    "prepare": ("fgaseg_hf.data.prepare", "turn raw benchmark downloads into the prepared layouts"),
+    "benchmark": ("fgaseg_hf.benchmark", "speed and memory per class count, batch size and dtype: JSON, Markdown"),
 }
 
 

@@ -154,6 +154,7 @@ def reduce_label_ids(label: np.ndarray, ignore_index: int) -> np.ndarray:
 
 
 def _as_list(items) -> list:
+    """One image (or label map) or a list / 4-D batch of them -> a list."""
     if isinstance(items, (list, tuple)):
         return list(items)
     if isinstance(items, np.ndarray) and items.ndim == 4 or isinstance(items, torch.Tensor) and items.dim() == 4:
@@ -174,14 +175,24 @@ def resized_argmax(maps: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Ten
     its own pixels; in row bands, so that `(T, H, W)` never exists at once for large images."""
     height, width = size
     maps = maps.float()
+    num_classes = maps.shape[0]
+    # A resized value is a convex combination of the same neighbours for every class, so a class whose highest value
+    # lies below another class's lowest one never wins anywhere (the margin covers rounding). Pruned classes (flat
+    # at the lowest probability) and hopeless ones are left out before the expensive resize.
+    flat = maps.flatten(1)
+    floor = flat.amin(dim=1).max()
+    candidates = (flat.amax(dim=1) * (1 + 1e-5) + 1e-30 >= floor).nonzero().squeeze(1)
+    if candidates.numel() < num_classes:
+        maps = maps[candidates]
     rows, cols = bilinear_matrix(height, maps.shape[1]).to(maps.device), bilinear_matrix(width, maps.shape[2]).to(maps.device)
     half = torch.einsum("tyx,Xx->tyX", maps, cols)  # (T, h, W)
     band = max(1, _BAND_ELEMENTS // max(1, maps.shape[0] * width))
     labels = torch.empty(height, width, dtype=torch.long, device=maps.device)
-    score_sums = torch.zeros(maps.shape[0], dtype=torch.float64, device=maps.device)
+    score_sums = torch.zeros(num_classes, dtype=torch.float64, device=maps.device)
     for start in range(0, height, band):
         block = torch.einsum("Yy,tyX->tYX", rows[start : start + band], half)
         best, index = block.max(dim=0)
+        index = candidates[index]
         labels[start : start + band] = index
         score_sums.index_add_(0, index.flatten(), best.flatten().double())
     return labels, score_sums
@@ -497,7 +508,11 @@ class FGASegImageProcessor(BaseImageProcessor):
             results.append({"segmentation": labels, "segments_info": info})
         return results
 
+# Shared with the ITA image processor (which imports them: the files travel together as remote code).
+as_image_list = _as_list
+BAND_ELEMENTS = _BAND_ELEMENTS
+
 __all__ = [
-    "FGASegImageProcessor", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "image_size", "reduce_label_ids", "to_label_array",
-    "to_rgb_array",
+    "BAND_ELEMENTS", "FGASegImageProcessor", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "as_image_list", "bilinear_matrix",
+    "image_size", "reduce_label_ids", "resized_argmax", "to_label_array", "to_rgb_array",
 ]

@@ -233,6 +233,15 @@ class FGASegModel(FGASegPreTrainedModel):
             if not name.startswith("clip."):
                 param.requires_grad_(True)
 
+    def set_pooling_size(self, pooling_size: list[int] | tuple[int, int] | None) -> None:
+        """Change the class attention's average pooling (parameter-free). The original trains with `[2, 2]` and
+        evaluates every benchmark with `[1, 1]` (`eval.sh` overrides `POOLING_SIZES`)."""
+        self.config.pooling_size = list(pooling_size) if pooling_size is not None else None
+        self.config.validate()
+        for module in self.modules():
+            if isinstance(module, ClassAggregation):
+                module.pooling_size = tuple(pooling_size) if pooling_size is not None else None
+
     # ----------------------------------------------------------------- default vocabulary
     def _register_default_vocabulary_buffers(self, num_classes: int, length: int) -> None:
         names = ("default_input_ids", "default_text_embeds", "default_text_fingerprint")
@@ -350,6 +359,17 @@ class FGASegModel(FGASegPreTrainedModel):
             attention_mask = attention_mask.reshape(input_ids.shape).to(input_ids.device)
         features = encode_prompts(self.clip, input_ids, attention_mask)
         return features.view(-1, self.config.num_templates, features.shape[-1])
+
+    @torch.no_grad()
+    def encode_vocabulary(self, tokenizer, class_names: list[str], templates=None) -> dict:
+        """The text side of a vocabulary, computed once and passed to `forward` as `**encoded` by pipelines and
+        `fgaseg evaluate`: `{"text_embeds": (num_classes, num_templates, projection_dim)}`. `templates`: default the
+        config's (their number must be the model's)."""
+        from .processing_fgaseg import tokenize_vocabulary
+
+        templates = templates if templates is not None else self.config.prompt_templates
+        input_ids = tokenize_vocabulary(tokenizer, class_names, templates)["input_ids"]
+        return {"text_embeds": self.get_text_embeddings(input_ids)}
 
     # ----------------------------------------------------------------- checks
     def _check_pixel_values(self, pixel_values) -> None:

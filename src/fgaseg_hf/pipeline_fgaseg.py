@@ -1,4 +1,5 @@
-"""The "open-vocabulary-segmentation" pipeline: an image and any list of class names -> one mask per class present.
+"""The "open-vocabulary-segmentation" pipeline: an image and any list of class names -> one mask per class present,
+for FGA-Seg and ITA models (the model-specific parts sit behind a small interface; see the class docs).
 
 Saved with every model folder (`config.json` -> `custom_pipelines`), so that
 `pipeline(model=folder, trust_remote_code=True)` builds it. Travels as remote code: imports only its siblings and
@@ -16,7 +17,6 @@ from transformers import AutoModelForSemanticSegmentation, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .image_processing_fgaseg import image_size
-from .processing_fgaseg import FGASegProcessor
 from .prompt_templates import check_class_names, parse_label_list, resolve_templates
 
 TASK = "open-vocabulary-segmentation"
@@ -41,18 +41,29 @@ def default_class_names(config) -> list[str]:
 
 class OpenVocabularySegmentationPipeline(Pipeline):
     """
-    Open-vocabulary semantic segmentation with FGA-Seg:
+    Open-vocabulary semantic segmentation with FGA-Seg or ITA:
 
     ```python
-    >>> segmenter = pipeline(model="path/to/fgaseg-folder", trust_remote_code=True)
+    >>> segmenter = pipeline(model="path/to/model-folder", trust_remote_code=True)
     >>> segmenter("street.jpg", candidate_labels=["sky", "road", "car"])
     [{'label': 'sky', 'score': 0.71, 'mask': <PIL.Image.Image mode=L>}, ...]
     ```
 
     `candidate_labels`: a list of class names, or one string separated by commas (by semicolons if a name holds
-    commas); default: the model's own vocabulary. `templates`: prompt templates for this call (as many as the
-    model's). `sliding_window=True`: the original's sliding-window inference. Text embeddings of a vocabulary are
-    computed once and reused by later calls.
+    commas); default: the model's own vocabulary. `templates`: prompt templates for this call (FGA-Seg: as many as
+    the model's). `sliding_window=True`: the original's sliding-window inference (FGA-Seg only; default: the image
+    processor's `do_sliding_window`). The text side of a
+    vocabulary is encoded once and reused by later calls.
+
+    What the pipeline needs from a model family (no model type is named here):
+    * `model.encode_vocabulary(tokenizer, class_names, templates=None) -> dict` of tensors that
+      `model(**image_inputs, **encoded)` accepts (FGA-Seg: `text_embeds`; ITA: classifier and dominant-vocabulary
+      embeddings);
+    * the image processor: `__call__(image, return_tensors="pt")` giving `model_input_names`, optional
+      `collate(items)` (merges separately preprocessed images, e.g. of different sizes), optional
+      `post_process_input_names` (the output fields its post-processing reads; default `logits`) and
+      `post_process_panoptic_segmentation(outputs, target_sizes=...)` (one segment per class present);
+      sliding-window inference is available when the image processor has `do_sliding_window`.
     """
 
     _load_processor = False
@@ -64,6 +75,11 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         self._text_cache: OrderedDict = OrderedDict()
 
+    @property
+    def supports_sliding_window(self) -> bool:
+        """Whether the model family has sliding-window inference (FGA-Seg)."""
+        return hasattr(self.image_processor, "do_sliding_window")
+
     def _sanitize_parameters(self, sliding_window=None, timeout=None, **kwargs):
         preprocess, postprocess = {}, {}
         # Called with the call's arguments, and once without any at construction (no vocabulary to check then).
@@ -71,16 +87,22 @@ class OpenVocabularySegmentationPipeline(Pipeline):
             preprocess["vocabulary"] = self._vocabulary(kwargs.pop("candidate_labels", None), kwargs.pop("templates", None))
         if kwargs:
             raise TypeError(f"unexpected arguments for {TASK}: {sorted(kwargs)}")
-        if sliding_window is not None:
-            preprocess["sliding_window"] = postprocess["sliding_window"] = bool(sliding_window)
+        if sliding_window and not self.supports_sliding_window:
+            raise ValueError(
+                f"sliding_window=True is only available for FGA-Seg models; this {type(self.model).__name__} "
+                f"(model_type {getattr(self.model.config, 'model_type', None)!r}) has no sliding-window inference"
+            )
+        if sliding_window is None:  # the image processor's setting (a model folder may default to the window)
+            sliding_window = getattr(self.image_processor, "do_sliding_window", False)
+        preprocess["sliding_window"] = postprocess["sliding_window"] = bool(sliding_window)
         if timeout is not None:
             preprocess["timeout"] = timeout
         return preprocess, {}, postprocess
 
     def __call__(self, images, candidate_labels=None, **kwargs):
         """Segment one image (path, URL, PIL image, array or tensor) or a list of them; returns, per image, a list
-        of `{"label", "score", "mask"}` for every class present (`score`: the class's mean probability over its
-        mask; `mask`: a PIL "L" image, 255 inside)."""
+        of `{"label", "score", "mask"}` for every class present (`score`: the class's mean probability (FGA-Seg) or
+        mean semantic score (ITA) over its mask; `mask`: a PIL "L" image, 255 inside)."""
         return super().__call__(images, candidate_labels=candidate_labels, **kwargs)
 
     # ----------------------------------------------------------------- vocabulary
@@ -94,58 +116,80 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         templates = tuple(resolve_templates(templates)) if templates is not None else None
         return tuple(names), templates
 
-    def _text_embeddings(self, vocabulary) -> torch.Tensor:
-        names, templates = vocabulary
+    def _encoded_vocabulary(self, vocabulary) -> dict:
+        """The model's encoded vocabulary, cached per (names, templates)."""
         if vocabulary in self._text_cache:
             self._text_cache.move_to_end(vocabulary)
             return self._text_cache[vocabulary]
-        if templates is None:
-            templates = tuple(resolve_templates(self.model.config.prompt_templates))
-        # The model checks that the number of templates is the one it was built for.
-        processor = FGASegProcessor(self.image_processor, self.tokenizer, prompt_templates=list(templates))
-        input_ids = processor.tokenize_vocabulary(list(names))["input_ids"]
+        names, templates = vocabulary
+        templates = list(templates) if templates is not None else None
         with torch.no_grad():
-            embeds = self.model.get_text_embeddings(input_ids.to(self.device))
-        self._text_cache[vocabulary] = embeds
+            encoded = self.model.encode_vocabulary(self.tokenizer, list(names), templates=templates)
+        self._text_cache[vocabulary] = encoded
         if len(self._text_cache) > _TEXT_CACHE_SIZE:
             self._text_cache.popitem(last=False)
-        return embeds
+        return encoded
 
     # ----------------------------------------------------------------- steps
     def preprocess(self, image, vocabulary=None, sliding_window=False, timeout=None):
         vocabulary = vocabulary or self._vocabulary(None, None)
         image = load_pipeline_image(image, timeout)
-        inputs = self.image_processor(image, do_sliding_window=sliding_window, return_tensors="pt")
-        pixel_values = inputs["pixel_values"]
+        options = {"do_sliding_window": sliding_window} if self.supports_sliding_window else {}
+        processed = self.image_processor(image, return_tensors="pt", **options)
+        inputs = {key: processed[key] for key in self.image_processor.model_input_names if key in processed}
         if sliding_window:
-            pixel_values = pixel_values[None]  # (1, V, 3, S, S): the views of one image stay one batch item
-        return {"pixel_values": pixel_values, "target_size": [image_size(image)], "vocabulary": [vocabulary]}
+            # (1, V, 3, S, S): the views of one image stay one batch item.
+            inputs["pixel_values"] = inputs["pixel_values"][None]
+        # In a list, so that batching leaves the per-image inputs alone (images may differ in size); `_forward`
+        # merges them.
+        return {"image_inputs": [inputs], "target_size": [image_size(image)], "vocabulary": [vocabulary]}
+
+    def _collate(self, items: list[dict]) -> dict:
+        collate = getattr(self.image_processor, "collate", None)
+        if collate is not None and len(items) > 1:
+            return collate(items)
+        return {key: torch.cat([item[key] for item in items]) for key in items[0]}
 
     def _forward(self, model_inputs):
         target_size = model_inputs.pop("target_size")
         vocabularies = model_inputs.pop("vocabulary")
         flat = [v[0] if isinstance(v, list) else v for v in vocabularies]
-        pixel_values = model_inputs["pixel_values"]
+        # One image: [inputs]; a batch: [[inputs], [inputs], ...].
+        items = [item[0] if isinstance(item, list) else item for item in model_inputs.pop("image_inputs")]
+        inputs = self._collate(items)
         groups = None
+        pixel_values = inputs["pixel_values"]
         if pixel_values.dim() == 5:
             batch, views = pixel_values.shape[:2]
-            pixel_values = pixel_values.flatten(0, 1)
+            inputs["pixel_values"] = pixel_values.flatten(0, 1)
             groups = torch.arange(batch, device=pixel_values.device).repeat_interleave(views)
-        outputs = self.model(
-            pixel_values=pixel_values, text_embeds=self._text_embeddings(flat[0]), pruning_groups=groups
-        )
-        logits = outputs.logits
+            inputs["pruning_groups"] = groups
+        dtype = self.model.dtype
+        inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+        outputs = self.model(**inputs, **self._encoded_vocabulary(flat[0]))
+        kept = {}
+        for name in getattr(self.image_processor, "post_process_input_names", ("logits",)):
+            value = outputs.get(name) if hasattr(outputs, "get") else getattr(outputs, name, None)
+            if isinstance(value, (list, tuple)):
+                value = torch.tensor(value)  # e.g. image sizes: one row per image, so that batches split
+            if value is not None:
+                kept[name] = value
         if groups is not None:
-            logits = logits.unflatten(0, (batch, views))
-        return {"logits": logits, "target_size": target_size, "vocabulary": vocabularies}
+            kept["logits"] = kept["logits"].unflatten(0, (batch, views))
+        return {**kept, "target_size": target_size, "vocabulary": vocabularies}
 
     def postprocess(self, model_outputs, sliding_window=False):
-        logits = model_outputs["logits"]
-        if sliding_window:
-            logits = logits[0]
         names = model_outputs["vocabulary"][0][0]
+        fields = getattr(self.image_processor, "post_process_input_names", ("logits",))
+        outputs = {name: model_outputs[name] for name in fields if name in model_outputs}
+        options = {}
+        if sliding_window:
+            outputs["logits"] = outputs["logits"][0]
+            options["do_sliding_window"] = True
+        elif self.supports_sliding_window:
+            options["do_sliding_window"] = False
         result = self.image_processor.post_process_panoptic_segmentation(
-            {"logits": logits}, target_sizes=model_outputs["target_size"], do_sliding_window=sliding_window
+            outputs, target_sizes=model_outputs["target_size"], **options
         )[0]
         segmentation = result["segmentation"].cpu().numpy()
         return [
@@ -176,4 +220,7 @@ def custom_pipelines_entry() -> dict:
     }
 
 
-__all__ = ["OpenVocabularySegmentationPipeline", "custom_pipelines_entry", "default_class_names", "register_pipelines"]
+__all__ = [
+    "OpenVocabularySegmentationPipeline", "custom_pipelines_entry", "default_class_names",
+    "register_pipelines",
+]

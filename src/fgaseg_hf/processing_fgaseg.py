@@ -12,6 +12,16 @@ from .image_processing_fgaseg import FGASegImageProcessor
 from .prompt_templates import build_prompts, check_class_names, resolve_templates
 
 
+def tokenize_vocabulary(tokenizer, class_names, templates, return_tensors: str = "pt") -> BatchFeature:
+    """Prompts of every class in every template (names cut at their first ", "), tokenised: `input_ids` and
+    `attention_mask` of shape `(num_classes, num_templates, sequence_length)`, padded to the longest prompt."""
+    names = check_class_names(class_names)
+    templates = resolve_templates(templates)
+    encoded = tokenizer(build_prompts(names, templates), padding=True, truncation=True, return_tensors=return_tensors)
+    shape = (len(names), len(templates), -1)
+    return BatchFeature({key: encoded[key].reshape(shape) for key in ("input_ids", "attention_mask")})
+
+
 class FGASegProcessor(ProcessorMixin):
     r"""
     Wraps an [`FGASegImageProcessor`] and a `CLIPTokenizer`.
@@ -42,13 +52,7 @@ class FGASegProcessor(ProcessorMixin):
     def tokenize_vocabulary(self, class_names, templates=None, return_tensors: str = "pt") -> BatchFeature:
         """`input_ids` and `attention_mask` of shape `(num_classes, num_templates, sequence_length)` (padded to the
         longest prompt) for a list of class names."""
-        names = check_class_names(class_names)
-        templates = resolve_templates(templates) if templates is not None else self.prompt_templates
-        encoded = self.tokenizer(
-            build_prompts(names, templates), padding=True, truncation=True, return_tensors=return_tensors
-        )
-        shape = (len(names), len(templates), -1)
-        return BatchFeature({key: encoded[key].reshape(shape) for key in ("input_ids", "attention_mask")})
+        return tokenize_vocabulary(self.tokenizer, class_names, templates or self.prompt_templates, return_tensors)
 
     def __call__(self, images=None, text=None, segmentation_maps=None, templates=None, **image_kwargs) -> BatchFeature:
         """

@@ -75,8 +75,32 @@ def parse_dtype(name: str, device):
     return getattr(torch, name)
 
 
+# The model families `fgaseg segment` runs: model_type -> (name, model class, processor class, the config holding the
+# text tower's settings). Classes are "module.Class" names in this package, imported when used.
+MODEL_FAMILIES = {
+    "fgaseg": ("FGA-Seg", "modeling_fgaseg.FGASegModel", "processing_fgaseg.FGASegProcessor", "clip_config.text_config"),
+    "ita": ("ITA", "modeling_ita.ITAModel", "processing_ita.ITAProcessor", "text_config"),
+}
+
+
+def _family_class(dotted: str):
+    import importlib
+
+    module, name = dotted.rsplit(".", 1)
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+
+
+def _unsupported(model: str, model_type) -> SegmentError:
+    names = " nor an ".join(f"{family[0]} model" for family in MODEL_FAMILIES.values())
+    return SegmentError(
+        f"--model {model}: not an {names} (its config has model_type {model_type!r}; supported: "
+        f"{', '.join(repr(t) for t in MODEL_FAMILIES)})"
+    )
+
+
 def resolve_model_location(model: str | None) -> str:
-    """The folder or Hub id to load; checks that a local folder holds an FGA-Seg model."""
+    """The folder or Hub id to load; checks that a local folder holds a model of a supported family
+    (`MODEL_FAMILIES`: FGA-Seg, ITA)."""
     if model is None:
         if not (DEFAULT_MODEL_DIR / "config.json").is_file():
             raise SegmentError("--model is required: no embedded default model is installed with this package")
@@ -92,36 +116,59 @@ def resolve_model_location(model: str | None) -> str:
             model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise SegmentError(f"--model {model}: config.json is not valid JSON") from None
-        if model_type != "fgaseg":
-            raise SegmentError(f"--model {model}: not an FGA-Seg model (its config has model_type {model_type!r})")
+        if model_type not in MODEL_FAMILIES:
+            raise _unsupported(model, model_type)
         return str(path)
     if model.count("/") != 1 or model.startswith((".", "/")):
         raise SegmentError(f"--model {model}: no such folder (and not a Hub id of the form owner/name)")
     return model
 
 
-def load_pipeline(location: str, device, dtype):
-    """The open-vocabulary pipeline on a model folder or Hub id."""
+def load_model_and_processor(location: str, dtype=None):
+    """`(model in eval mode, its processor)` from a model folder or Hub id of a supported family (FGA-Seg:
+    `FGASegModel` / `FGASegProcessor`; ITA: `ITAModel` / `ITAProcessor`); `SegmentError` when it cannot."""
+    from transformers import AutoConfig
+
     from .clip_tokenizer import build_clip_tokenizer
-    from .modeling_fgaseg import FGASegModel
-    from .pipeline_fgaseg import OpenVocabularySegmentationPipeline
-    from .processing_fgaseg import FGASegProcessor
 
     try:
-        model = FGASegModel.from_pretrained(location, dtype=dtype)
+        config = AutoConfig.from_pretrained(location)
+    except (OSError, ValueError, KeyError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SegmentError(f"cannot load the model {location}: {first_line}") from None
+    family = MODEL_FAMILIES.get(config.model_type)
+    if family is None:
+        raise _unsupported(location, config.model_type)
+    _, model_path, processor_path, text_path = family
+    model_class, processor_class = _family_class(model_path), _family_class(processor_path)
+    try:
+        model = model_class.from_pretrained(location, dtype=dtype)
     except (OSError, ValueError, KeyError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise SegmentError(f"cannot load the model {location}: {first_line}") from None
     try:
-        processor = FGASegProcessor.from_pretrained(location)
+        processor = processor_class.from_pretrained(location)
     except (OSError, ValueError, TypeError):
         # A folder written without processor files (e.g. by an older converter): CLIP's own tokenizer fits any
         # model with CLIP's text vocabulary.
-        if model.config.clip_config.text_config.vocab_size != 49408:
+        text_config = model.config
+        for part in text_path.split("."):
+            text_config = getattr(text_config, part)
+        if text_config.vocab_size != 49408:
             raise SegmentError(f"{location} has no processor/tokenizer files and its text vocabulary is not CLIP's") from None
-        processor = FGASegProcessor.from_model_config(model.config, build_clip_tokenizer())
+        processor = processor_class.from_model_config(
+            model.config, build_clip_tokenizer(text_config.max_position_embeddings)
+        )
+    return model.eval(), processor
+
+
+def load_pipeline(location: str, device, dtype):
+    """The open-vocabulary pipeline on a model folder or Hub id."""
+    from .pipeline_fgaseg import OpenVocabularySegmentationPipeline
+
+    model, processor = load_model_and_processor(location, dtype)
     return OpenVocabularySegmentationPipeline(
-        model=model.eval(), tokenizer=processor.tokenizer, image_processor=processor.image_processor, device=device
+        model=model, tokenizer=processor.tokenizer, image_processor=processor.image_processor, device=device
     )
 
 
@@ -162,7 +209,7 @@ def segment_images(
     labels: str | None,
     model: str | None = None,
     output: str = "fgaseg-output",
-    sliding_window: bool = False,
+    sliding_window: bool | None = None,
     device: str = "cpu",
     dtype: str = "float32",
     batch_size: int = 1,
