@@ -43,7 +43,12 @@ METRIC_TYPE = "mean_iou"
 METRIC_NAME = "mIoU"
 
 # The evaluation command the cards document; kept in one place so the card follows the CLI when its flags change.
-EVALUATE_COMMAND = "fgaseg evaluate --model {model} --config eval.yaml --output eval.json"
+EVALUATE_COMMAND = (
+    "fgaseg prepare ade150 --root datasets --archive ADEChallengeData2016.zip   # once per benchmark\n"
+    "fgaseg evaluate --model {model} --benchmarks ade847,pc459,ade150,pc59,voc20,voc20b --root datasets "
+    "--output eval.json\n"
+    "accelerate launch scripts/evaluate.py --model {model} --root datasets --output eval.json   # several GPUs"
+)
 
 # Names of the presets' CLIP backbones, by (vision width, vision layers).
 _CLIP_NAMES = {(768, 12): "ViT-B", (1024, 24): "ViT-L", (1280, 32): "ViT-H", (1664, 48): "ViT-bigG"}
@@ -333,7 +338,9 @@ torchrun --nproc_per_node 4 scripts/train.py --config my_run.yaml   # several GP
 python -m fgaseg_hf.model_card --model-dir {model_ref} --results eval.json --model-name my-fgaseg --write
 ```
 
-The second command regenerates this card with the results (mIoU as fractions in [0, 1]) in its `model-index`."""
+`eval.json` holds the mIoU per benchmark (detectron2's definition, as published: the mean over classes present in
+the split) and every class's IoU; `eval.md` is the same as tables. The last command regenerates this card with the
+results (fractions in [0, 1]) in its `model-index`; `fgaseg evaluate --card` writes such a card directly."""
 
 
 def _pct(value: float | None) -> str:

@@ -231,11 +231,13 @@ def to_class_ids(label: Any, spec: BenchmarkSpec | str, ignore_index: int | None
     return np.where((values >= 0) & (values < spec.num_classes), values, ignore)
 
 
-def fold_predictions(prediction: np.ndarray, spec: BenchmarkSpec | str) -> np.ndarray:
+def fold_predictions(prediction, spec: BenchmarkSpec | str) -> np.ndarray:
     """Folds VOC-20b's context-class predictions (index ``>= 20``) into background (20); others unchanged."""
     spec = get_spec(spec) if isinstance(spec, str) else spec
     if spec.background_fold_index is None:
         return prediction
+    if hasattr(prediction, "clamp"):  # a torch tensor stays one, on its device
+        return prediction.clamp(max=spec.background_fold_index)
     return np.minimum(prediction, spec.background_fold_index)
 
 

@@ -264,6 +264,42 @@ class ConfusionMatrix:
             metrics = {key: np.nan_to_num(value, nan=nan_to_num) for key, value in metrics.items()}
         return metrics
 
+    def compute_detectron2(self) -> dict[str, Any]:
+        """detectron2's `SemSegEvaluator` numbers (the original's published metric) from the same counts.
+
+        Only pixels whose reference is a class count (ignored and out-of-range references are left out, also as
+        false positives). A class's accuracy and IoU are defined only when it has reference pixels, and the means
+        run over those classes: a class that is predicted but absent from the references does not lower the mean,
+        unlike `compute`.
+
+        Returns:
+            ``mean_iou``, ``frequency_weighted_iou``, ``mean_accuracy``, ``pixel_accuracy`` (floats, nan when no
+            pixel counted), ``per_category_iou`` and ``per_category_accuracy`` (``(K,)`` float64, nan where
+            undefined) and ``classes_with_ground_truth``.
+        """
+        matrix = self.matrix.cpu().numpy().astype(np.float64)
+        true_positive = np.diag(matrix)
+        reference = matrix.sum(axis=1)
+        predicted = matrix.sum(axis=0)
+        union = reference + predicted - true_positive
+        has_reference = reference > 0
+        iou = np.full(self.num_labels, np.nan)
+        accuracy = np.full(self.num_labels, np.nan)
+        iou[has_reference] = true_positive[has_reference] / union[has_reference]
+        accuracy[has_reference] = true_positive[has_reference] / reference[has_reference]
+        total = reference.sum()
+        counted = int(has_reference.sum())
+        return {
+            "mean_iou": float(iou[has_reference].mean()) if counted else float("nan"),
+            "frequency_weighted_iou": float((iou[has_reference] * reference[has_reference]).sum() / total)
+            if counted else float("nan"),
+            "mean_accuracy": float(accuracy[has_reference].mean()) if counted else float("nan"),
+            "pixel_accuracy": float(true_positive.sum() / total) if counted else float("nan"),
+            "per_category_iou": iou,
+            "per_category_accuracy": accuracy,
+            "classes_with_ground_truth": counted,
+        }
+
     def state_dict(self) -> dict[str, Any]:
         """The counts (CPU tensors) and settings, to resume an evaluation with `load_state_dict`."""
         return {
