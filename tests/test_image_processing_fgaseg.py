@@ -183,6 +183,22 @@ def test_resized_argmax_matches_full_interpolation_and_handles_large_sizes(monke
     assert torch.allclose(sums, expected, rtol=1e-5)
 
 
+def test_resized_argmax_skips_classes_that_cannot_win_without_changing_the_result():
+    generator = torch.Generator().manual_seed(1)
+    maps = torch.rand(9, 10, 14, generator=generator) * 0.5 + 0.4
+    maps[[1, 4, 7]] = torch.sigmoid(torch.tensor(-100.0))  # pruned classes: flat at the lowest probability
+    maps[5] = 0.39  # below every value of the others: never the best
+    maps[6] = torch.rand(10, 14, generator=generator) * 0.2 + 0.35  # mostly below, but wins in one corner
+    maps[6, 0, 0] = 0.99
+    full = F.interpolate(maps[None], size=(41, 53), mode="bilinear", align_corners=False)[0]
+    labels, sums = resized_argmax(maps, (41, 53))
+    top2 = full.topk(2, dim=0).values
+    clear = (top2[0] - top2[1]) > 1e-5
+    assert torch.equal(labels[clear], full.argmax(dim=0)[clear])
+    assert set(labels.unique().tolist()) <= {0, 2, 3, 6, 8} and 6 in labels.unique().tolist()
+    assert sums[[1, 4, 5, 7]].eq(0).all()
+
+
 def test_post_processing_returns_maps_at_each_target_size():
     logits = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
     proc = processor()

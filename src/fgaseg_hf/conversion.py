@@ -16,6 +16,7 @@ import yaml
 from transformers import CLIPConfig
 
 from .configuration_fgaseg import FGASegConfig
+from .fgaseg_aggregation import shifted_window_mask
 from .prompt_templates import resolve_templates
 
 HEAD = "sem_seg_head.predictor."
@@ -382,6 +383,6 @@ def _check_derived_masks(state, model) -> None:
             continue
         block = getattr(model.decoder.layers[int(match.group(1))].swin_block, match.group(2))
         size = model.config.feature_resolution
-        ours = block._mask(size, size, torch.device("cpu"), torch.float32)[:, 0]
+        ours = shifted_window_mask(size, size, block.window, block.shift)[:, 0]
         if ours.shape != mask.shape or not torch.equal(ours, mask.float()):
             raise ConversionError(f"{key} does not match the window geometry (window {block.window}, grid {size})")

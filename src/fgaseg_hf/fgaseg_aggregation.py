@@ -84,6 +84,20 @@ class WindowAttentionBlock(nn.Module):
             self._mask_cache = {key: shifted_window_mask(height, width, self.window, self.shift, device).to(dtype)}
         return self._mask_cache[key]
 
+    def _attend(self, q, k, v, mask):
+        """SDPA over `(..., windows, heads, N, d)` (mask `(windows, 1, N, N)`).
+
+        Without gradients the windows and heads are merged into one axis: 4-D inputs reach PyTorch's fused kernel,
+        which is ~6x faster here than the reference path that inputs with more dimensions fall back to. With
+        gradients the reference path stays: its backward is the faster one for these small windows on CPU."""
+        if torch.is_grad_enabled() and q.requires_grad:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        shape = q.shape
+        if mask is not None:
+            mask = mask.expand(-1, self.num_heads, -1, -1).reshape(1, -1, *mask.shape[-2:])
+        q, k, v = (t.reshape(-1, shape[-4] * shape[-3], *shape[-2:]) for t in (q, k, v))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).view(shape)
+
     def _heads(self, x):
         return x.unflatten(-1, (self.num_heads, -1)).transpose(-3, -2)
 
@@ -101,7 +115,7 @@ class WindowAttentionBlock(nn.Module):
         k = self._heads(split_linear(h, g, self.k))
         v = self._heads(self.v(h))
         mask = self._mask(height, width, x.device, q.dtype) if self.shift else None
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = self._attend(q, k, v, mask)
         out = self.proj(out.transpose(-3, -2).flatten(-2))
         out = window_merge(out, self.window, height, width)
         if self.shift:

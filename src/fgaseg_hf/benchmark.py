@@ -1,0 +1,401 @@
+"""`fgaseg benchmark` (also `scripts/benchmark.py`): what a model costs to run, as JSON and a Markdown table.
+
+    fgaseg benchmark --preset vitb_384_fast_cat --output benchmark.json
+    fgaseg benchmark --preset tiny --classes 3,5 --batch-sizes 1,2 --repeats 1 --no-isolate   # a one-second smoke run
+
+Per model config (a preset with random weights, or "tiny") and device it measures, each case after warm-up calls
+and as the median of the repeats:
+- `text`: encoding a vocabulary of T class names (once per vocabulary: pipelines and `fgaseg evaluate` cache it);
+- `forward`: one forward pass from given text embeddings, for every batch size and class count, as latency and
+  images/s, per dtype (fp32 on CPU; fp32 / bf16 / fp16 autocast, with and without `torch.compile`, on CUDA);
+- `image`: one 512x683 image end to end (pre-processing, forward, label map at full size), the figure the
+  original's steady-state cost is quoted for (`../shared/docs/original-speed.md`: 5.7 s at 171 classes here);
+- `sliding_window`: the benchmark protocol (640 px canvas, 4 crops and a global view) for one image;
+- `train_step`: forward, backward and AdamW step of a batch of crops with labels (CLIP policy "attention");
+- `metric`: the streaming confusion-matrix mIoU against the standard store-everything algorithm on random maps.
+
+Peak memory is the process's peak RSS on CPU (so, by default, every case runs in a fresh process: `--no-isolate`
+runs them in this one, and then the peaks only grow) and `torch.cuda.max_memory_allocated` on CUDA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+DEFAULT_CLASSES = (20, 59, 150, 171, 459, 847)
+ORIGINAL_IMAGE_SIZE = (512, 683)  # (height, width), the image of the original's measurements
+PROMPT_TOKENS = 12  # a typical tokenised prompt: "a photo of a <name> in the scene" plus start/end
+TINY = {
+    "image_size": 64, "hidden_dim": 32, "decoder_dims": [16, 16], "decoder_guidance_dims": [16, 16],
+    "decoder_guidance_proj_dims": [8, 8], "text_guidance_proj_dim": 16, "appearance_guidance_proj_dim": 16,
+    "window_size": 4, "p2t_num_heads": 4, "num_attention_heads": 2, "guidance_layer_indexes": [1, 2],
+    "clip_config": {
+        "projection_dim": 32,
+        "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                        "max_position_embeddings": 16},
+        "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4, "num_attention_heads": 2,
+                          "image_size": 64, "patch_size": 8},
+    },
+}
+
+
+# ----------------------------------------------------------------------------------------------- measuring
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    # ru_maxrss is in KiB on Linux (bytes on macOS).
+    scale = 1 if sys.platform == "darwin" else 1024
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+
+
+def timed(function: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> dict[str, float]:
+    """Median / min / max wall time of `function` over `repeats` calls after `warmup` calls."""
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        function()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats}
+
+
+def build_model(preset: str, device: torch.device):
+    from .configuration_fgaseg import FGASegConfig, preset_values
+    from .modeling_fgaseg import FGASegModel
+
+    values = json.loads(json.dumps(TINY)) if preset == "tiny" else preset_values(preset)
+    torch.manual_seed(0)
+    return FGASegModel(FGASegConfig(**values)).to(device).eval()
+
+
+def random_prompts(model, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """`(T, templates, PROMPT_TOKENS)` token ids: start, random words, end (real prompts are about this long)."""
+    text = model.config.clip_config.text_config
+    templates = model.config.num_templates
+    length = min(PROMPT_TOKENS, text.max_position_embeddings)
+    ids = torch.randint(0, text.vocab_size - 2, (num_classes, templates, length), generator=generator)
+    ids[..., 0] = text.bos_token_id
+    ids[..., -1] = text.eos_token_id
+    return ids
+
+
+def autocast(device: torch.device, dtype: str):
+    if dtype == "float32":
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=getattr(torch, dtype))
+
+
+# ----------------------------------------------------------------------------------------------- cases
+def run_case(case: dict) -> dict:
+    """Measures one case (see the module docs) in this process; returns the case with its results."""
+    device = torch.device(case["device"])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    kind = case["kind"]
+    if kind == "metric":
+        return {**case, **measure_metric(case)}
+    model = build_model(case["preset"], device)
+    generator = torch.Generator().manual_seed(0)
+    classes = case["classes"]
+    input_ids = random_prompts(model, classes, generator).to(device)
+    warmup, repeats = case["warmup"], case["repeats"]
+    result: dict[str, Any] = {"parameters": sum(p.numel() for p in model.parameters())}
+    with torch.no_grad():
+        text_embeds = model.get_text_embeddings(input_ids)
+    if kind == "text":
+        with torch.no_grad():
+            result.update(timed(lambda: model.get_text_embeddings(input_ids), device, warmup, repeats))
+    elif kind == "forward":
+        forward = torch.compile(model) if case.get("compile") else model
+        size = model.config.clip_resolution
+        pixels = torch.randn(case["batch_size"], 3, size, size, generator=generator).to(device)
+
+        def step():
+            with torch.no_grad(), autocast(device, case["dtype"]):
+                logits = forward(pixel_values=pixels, text_embeds=text_embeds).logits
+            if not torch.isfinite(logits).all():
+                raise FloatingPointError(f"non-finite logits in {case}")
+
+        result.update(timed(step, device, warmup, repeats))
+        result["images_per_s"] = case["batch_size"] / result["median_s"]
+    elif kind in ("image", "sliding_window"):
+        result.update(measure_image(model, text_embeds, case, device, generator))
+    elif kind == "train_step":
+        result.update(measure_train_step(model, input_ids, case, device, generator))
+    else:
+        raise ValueError(f"unknown case kind {kind!r}")
+    result["peak_memory_bytes"] = peak_memory_bytes(device)
+    return {**case, **result}
+
+
+def measure_image(model, text_embeds, case, device, generator) -> dict:
+    from .image_processing_fgaseg import FGASegImageProcessor
+
+    sliding = case["kind"] == "sliding_window"
+    processor = FGASegImageProcessor.from_model_config(model.config, do_sliding_window=sliding)
+    height, width = ORIGINAL_IMAGE_SIZE
+    image = torch.randint(0, 256, (height, width, 3), generator=generator, dtype=torch.uint8).numpy()
+
+    def step():
+        inputs = processor(image, return_tensors="pt")
+        groups = inputs.get("pruning_groups")
+        with torch.no_grad(), autocast(device, case["dtype"]):
+            outputs = model(pixel_values=inputs["pixel_values"].to(device), text_embeds=text_embeds,
+                            pruning_groups=groups.to(device) if groups is not None else None)
+        return processor.post_process_semantic_segmentation(outputs, target_sizes=[(height, width)])[0]
+
+    return timed(step, device, case["warmup"], case["repeats"])
+
+
+def measure_train_step(model, input_ids, case, device, generator) -> dict:
+    model.train()
+    model.apply_finetune_policy(case.get("policy", "attention"))
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=1e-6)
+    size = model.config.clip_resolution
+    batch = case["batch_size"]
+    pixels = torch.randn(batch, 3, size, size, generator=generator).to(device)
+    labels = torch.randint(0, case["classes"], (batch, size, size), generator=generator).to(device)
+    if case.get("gradient_checkpointing"):
+        model.gradient_checkpointing_enable()
+
+    def step():
+        with autocast(device, case["dtype"]):
+            loss = model(pixel_values=pixels, input_ids=input_ids, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss in {case}")
+
+    result = timed(step, device, case["warmup"], case["repeats"])
+    result["trainable_parameters"] = sum(p.numel() for p in parameters)
+    return result
+
+
+def store_everything_miou(predictions, references, num_labels: int, ignore_index: int) -> float:
+    """The standard metric's algorithm: every map kept until the end, then per-image histograms."""
+    intersect = np.zeros(num_labels)
+    union = np.zeros(num_labels)
+    for prediction, reference in zip(predictions, references):
+        keep = reference != ignore_index
+        prediction, reference = prediction[keep], reference[keep]
+        hit = prediction[prediction == reference]
+        area_intersect = np.histogram(hit, bins=num_labels, range=(0, num_labels - 1))[0]
+        area_prediction = np.histogram(prediction, bins=num_labels, range=(0, num_labels - 1))[0]
+        area_reference = np.histogram(reference, bins=num_labels, range=(0, num_labels - 1))[0]
+        intersect += area_intersect
+        union += area_prediction + area_reference - area_intersect
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(np.nanmean(intersect / union))
+
+
+def measure_metric(case: dict) -> dict:
+    """Streaming vs store-everything mIoU on `images` random 512 x 512 maps with `classes` labels."""
+    from .metrics import ConfusionMatrix
+
+    rng = np.random.default_rng(0)
+    count, classes = case["images"], case["classes"]
+
+    def maps():
+        for _ in range(count):
+            reference = rng.integers(0, classes, (512, 512))
+            reference[:8] = 255
+            yield rng.integers(0, classes, (512, 512)), reference
+
+    start = time.perf_counter()
+    if case["method"] == "streaming":
+        confusion = ConfusionMatrix(classes, ignore_index=255)
+        for prediction, reference in maps():
+            confusion.update(torch.from_numpy(prediction), torch.from_numpy(reference))
+        miou = float(confusion.compute()["mean_iou"])
+    else:
+        stored = list(maps())
+        miou = store_everything_miou([p for p, _ in stored], [r for _, r in stored], classes, 255)
+    return {"seconds": time.perf_counter() - start, "mean_iou": miou,
+            "peak_memory_bytes": peak_memory_bytes(torch.device("cpu"))}
+
+
+# ----------------------------------------------------------------------------------------------- plan and report
+def plan_cases(args) -> list[dict]:
+    device = args.device
+    cuda = device.startswith("cuda")
+    dtypes = args.dtypes.split(",") if args.dtypes else (["float32", "bfloat16", "float16"] if cuda else ["float32"])
+    compiles = [False, True] if (cuda and not args.no_compile) else [False]
+    common = {"device": device, "warmup": args.warmup, "repeats": args.repeats}
+    classes = [int(c) for c in args.classes.split(",")]
+    cases = []
+    for preset in args.preset:
+        base = {**common, "preset": preset}
+        for count in classes:
+            cases.append({**base, "kind": "text", "classes": count, "dtype": "float32"})
+            cases.append({**base, "kind": "image", "classes": count, "dtype": "float32"})
+            for dtype in dtypes:
+                for compiled in compiles:
+                    for batch in (int(b) for b in args.batch_sizes.split(",")):
+                        cases.append({**base, "kind": "forward", "classes": count, "batch_size": batch,
+                                      "dtype": dtype, "compile": compiled})
+        for count in (int(c) for c in args.sliding_window_classes.split(",") if c):
+            cases.append({**base, "kind": "sliding_window", "classes": count, "dtype": "float32"})
+        if not args.no_training:
+            for dtype in (["bfloat16"] if cuda else ["float32"]):
+                cases.append({**base, "kind": "train_step", "classes": args.training_classes,
+                              "batch_size": args.training_batch_size, "dtype": dtype, "warmup": 1,
+                              "repeats": max(1, min(args.repeats, 3))})
+    if not args.no_metric:
+        for method in ("streaming", "store_everything"):
+            cases.append({**common, "kind": "metric", "method": method, "images": args.metric_images, "classes": 150,
+                          "device": "cpu"})
+    return cases
+
+
+def run_isolated(case: dict) -> dict:
+    """Runs one case in a fresh Python process so that its peak memory is its own."""
+    command = [sys.executable, "-m", "fgaseg_hf.benchmark", "--case", json.dumps(case)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {**case, "error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def describe_machine(device: str) -> dict:
+    import transformers
+
+    machine = {
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+        "torch": torch.__version__, "transformers": transformers.__version__, "device": device,
+    }
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as handle:
+            machine["memory_gib"] = round(int(handle.readline().split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    if device.startswith("cuda") and torch.cuda.is_available():
+        machine["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return machine
+
+
+def summarise(cases: list[dict]) -> dict:
+    """The figures the targets are stated in."""
+    summary: dict[str, Any] = {}
+    images = {(c["preset"], c["classes"]): c["median_s"] for c in cases if c["kind"] == "image" and "median_s" in c}
+    for preset in sorted({p for p, _ in images}):
+        if (preset, 150) in images and (preset, 847) in images:
+            summary[f"{preset}: image time 847 / 150 classes"] = images[(preset, 847)] / images[(preset, 150)]
+        if (preset, 171) in images:
+            summary[f"{preset}: seconds per image at 171 classes"] = images[(preset, 171)]
+    metric = {c["method"]: c for c in cases if c["kind"] == "metric" and "seconds" in c}
+    if len(metric) == 2:
+        summary["metric: streaming / store-everything time"] = metric["streaming"]["seconds"] / metric["store_everything"]["seconds"]
+        summary["metric: same mIoU"] = abs(metric["streaming"]["mean_iou"] - metric["store_everything"]["mean_iou"]) < 1e-9
+    return summary
+
+
+def _gib(value) -> str:
+    return "-" if value is None else f"{value / 2**30:.2f}"
+
+
+def render_markdown(report: dict) -> str:
+    machine = report["machine"]
+    lines = [
+        "# FGA-Seg benchmark", "",
+        f"{machine.get('processor')}, {machine['cpu_count']} CPUs ({machine['torch_threads']} torch threads), "
+        f"{machine.get('memory_gib', '?')} GiB; {machine.get('gpu', 'no GPU')}; torch {machine['torch']}, "
+        f"transformers {machine['transformers']}. Medians; memory = peak "
+        f"{'allocated CUDA memory' if machine['device'].startswith('cuda') else 'process RSS'}.", "",
+        "| config | case | classes | batch | dtype | compile | median s | images/s | peak GiB |",
+        "|---|---|---:|---:|---|---|---:|---:|---:|",
+    ]
+    for c in report["cases"]:
+        if c["kind"] == "metric":
+            continue
+        seconds = f"{c['median_s']:.4f}" if "median_s" in c else f"error: {c.get('error')}"
+        rate = f"{c['images_per_s']:.2f}" if "images_per_s" in c else "-"
+        lines.append(
+            f"| {c['preset']} | {c['kind']} | {c['classes']} | {c.get('batch_size', 1)} | {c['dtype']} | "
+            f"{'yes' if c.get('compile') else 'no'} | {seconds} | {rate} | {_gib(c.get('peak_memory_bytes'))} |"
+        )
+    metric = [c for c in report["cases"] if c["kind"] == "metric" and "seconds" in c]
+    if metric:
+        lines += ["", "| mIoU algorithm | images | classes | seconds | peak GiB | mIoU |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {c['method']} | {c['images']} | {c['classes']} | {c['seconds']:.3f} | "
+                  f"{_gib(c['peak_memory_bytes'])} | {c['mean_iou']:.6f} |" for c in metric]
+    if report["summary"]:
+        lines += ["", "| summary | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in report["summary"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fgaseg benchmark", description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", action="append", help='model preset(s) with random weights, or "tiny" (repeat; '
+                        "default: vitb_384_fast_cat)")
+    parser.add_argument("--classes", default=",".join(map(str, DEFAULT_CLASSES)), help="(default: %(default)s)")
+    parser.add_argument("--batch-sizes", default="1,2,4,8", help="(default: %(default)s)")
+    parser.add_argument("--dtypes", help="comma-separated (default: float32 on CPU; float32,bfloat16,float16 on CUDA)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile cases on CUDA")
+    parser.add_argument("--sliding-window-classes", default="171", help="class counts of the sliding-window case")
+    parser.add_argument("--training-classes", type=int, default=171)
+    parser.add_argument("--training-batch-size", type=int, default=None, help="(default: 1 on CPU, 4 on CUDA)")
+    parser.add_argument("--no-training", action="store_true")
+    parser.add_argument("--no-metric", action="store_true")
+    parser.add_argument("--metric-images", type=int, default=100)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-isolate", action="store_true", help="run every case in this process")
+    parser.add_argument("--output", default="benchmark.json", help="JSON report (default: %(default)s)")
+    parser.add_argument("--markdown", help="Markdown table (default: the JSON path with .md)")
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # one case, for the isolated child processes
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from tqdm.auto import tqdm
+
+    args = build_parser().parse_args(argv)
+    if args.case:
+        print(json.dumps(run_case(json.loads(args.case))))
+        return 0
+    args.preset = args.preset or ["vitb_384_fast_cat"]
+    if args.training_batch_size is None:
+        args.training_batch_size = 4 if args.device.startswith("cuda") else 1
+    cases = plan_cases(args)
+    results = []
+    for case in tqdm(cases, desc="benchmark", unit="case"):
+        results.append(run_case(case) if args.no_isolate else run_isolated(case))
+    report = {"machine": describe_machine(args.device), "cases": results, "summary": summarise(results)}
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    markdown = Path(args.markdown) if args.markdown else output.with_suffix(".md")
+    markdown.write_text(render_markdown(report), encoding="utf-8")
+    print(f"wrote {output} and {markdown}")
+    failed = [c for c in results if "error" in c]
+    for case in failed:
+        print(f"failed: {case['kind']} {case.get('classes')} classes: {case['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
