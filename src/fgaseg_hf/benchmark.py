@@ -137,6 +137,10 @@ def run_case(case: dict) -> dict:
 
         result.update(timed(step, device, warmup, repeats))
         result["images_per_s"] = case["batch_size"] / result["median_s"]
+        with torch.no_grad():
+            kept = forward(pixel_values=pixels, text_embeds=text_embeds).kept_classes
+        # Random weights: how many classes survive the top-k pruning decides most of the cost.
+        result["kept_classes_per_image"] = kept.sum(dim=1).float().mean().item()
     elif kind in ("image", "sliding_window"):
         result.update(measure_image(model, text_embeds, case, device, generator))
     elif kind == "train_step":
@@ -176,7 +180,7 @@ def measure_train_step(model, input_ids, case, device, generator) -> dict:
     pixels = torch.randn(batch, 3, size, size, generator=generator).to(device)
     labels = torch.randint(0, case["classes"], (batch, size, size), generator=generator).to(device)
     if case.get("gradient_checkpointing"):
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()
 
     def step():
         with autocast(device, case["dtype"]):
@@ -258,9 +262,10 @@ def plan_cases(args) -> list[dict]:
             cases.append({**base, "kind": "sliding_window", "classes": count, "dtype": "float32"})
         if not args.no_training:
             for dtype in (["bfloat16"] if cuda else ["float32"]):
-                cases.append({**base, "kind": "train_step", "classes": args.training_classes,
-                              "batch_size": args.training_batch_size, "dtype": dtype, "warmup": 1,
-                              "repeats": max(1, min(args.repeats, 3))})
+                for checkpointing in (False, True):
+                    cases.append({**base, "kind": "train_step", "classes": args.training_classes,
+                                  "batch_size": args.training_batch_size, "dtype": dtype, "warmup": 1,
+                                  "repeats": max(1, min(args.repeats, 3)), "gradient_checkpointing": checkpointing})
     if not args.no_metric:
         for method in ("streaming", "store_everything"):
             cases.append({**common, "kind": "metric", "method": method, "images": args.metric_images, "classes": 150,
@@ -323,7 +328,7 @@ def render_markdown(report: dict) -> str:
         f"{machine.get('memory_gib', '?')} GiB; {machine.get('gpu', 'no GPU')}; torch {machine['torch']}, "
         f"transformers {machine['transformers']}. Medians; memory = peak "
         f"{'allocated CUDA memory' if machine['device'].startswith('cuda') else 'process RSS'}.", "",
-        "| config | case | classes | batch | dtype | compile | median s | images/s | peak GiB |",
+        "| config | case | classes | batch | dtype | compile / checkpointing | median s | images/s | peak GiB |",
         "|---|---|---:|---:|---|---|---:|---:|---:|",
     ]
     for c in report["cases"]:
@@ -333,7 +338,8 @@ def render_markdown(report: dict) -> str:
         rate = f"{c['images_per_s']:.2f}" if "images_per_s" in c else "-"
         lines.append(
             f"| {c['preset']} | {c['kind']} | {c['classes']} | {c.get('batch_size', 1)} | {c['dtype']} | "
-            f"{'yes' if c.get('compile') else 'no'} | {seconds} | {rate} | {_gib(c.get('peak_memory_bytes'))} |"
+            f"{'yes' if c.get('compile') or c.get('gradient_checkpointing') else 'no'} | {seconds} | {rate} | "
+            f"{_gib(c.get('peak_memory_bytes'))} |"
         )
     metric = [c for c in report["cases"] if c["kind"] == "metric" and "seconds" in c]
     if metric:

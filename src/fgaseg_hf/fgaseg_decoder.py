@@ -73,8 +73,10 @@ class ClassSelection:
     def prune(
         self, aux_logits: torch.Tensor, top_k: int, groups: torch.Tensor | None
     ) -> tuple["ClassSelection", torch.Tensor]:
-        """Keep the classes among every pixel's `top_k` highest auxiliary logits; returns the new selection and the
-        column indexes (into the current `U`) that stay in the tensors (the union over the batch).
+        """Keep the classes among every pixel's `top_k` highest auxiliary logits; returns the new selection and, per
+        image, the positions (into the current `U`) that stay, `(B, U')`: each image's kept classes in their order,
+        padded to the largest count with classes it does not keep (masked out). An image's cost therefore follows
+        its own classes, not the union over the batch.
 
         `groups` `(B,)` pools the decision over images with the same group id (the views of one image in sliding-
         window inference, or the whole batch as the original does); `None` decides per image."""
@@ -89,8 +91,16 @@ class ClassSelection:
         if groups is not None:
             pooled = torch.zeros(int(groups.max()) + 1, classes, device=hit.device).index_add_(0, groups, hit.float())
             hit = pooled[groups] > 0
-        keep = hit.any(dim=0).nonzero().squeeze(1)
-        return ClassSelection(self.ids[:, keep], hit[:, keep]), keep
+        counts = hit.sum(dim=1)
+        # Kept positions first, each part in ascending order (a stable sort of "not kept").
+        keep = torch.sort((~hit).to(torch.uint8), dim=1, stable=True).indices[:, : int(counts.max())]
+        alive = torch.arange(keep.shape[1], device=hit.device)[None] < counts[:, None]
+        return ClassSelection(self.ids.gather(1, keep), alive), keep
+
+
+def take_classes(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Per image, the classes `keep` `(B, U')` of `x` `(B, U, ...)` -> `(B, U', ...)`."""
+    return x[torch.arange(x.shape[0], device=x.device)[:, None], keep]
 
 
 class CostAggregationDecoder(nn.Module):
@@ -164,8 +174,8 @@ class CostAggregationDecoder(nn.Module):
 
     @staticmethod
     def _take(x: torch.Tensor, keep: torch.Tensor, batch: int, classes: int) -> torch.Tensor:
-        """Keep classes `keep` of a `(B * T, ...)` per-(image, class) tensor."""
-        return x.unflatten(0, (batch, classes))[:, keep].flatten(0, 1)
+        """Keep, per image, classes `keep` `(B, U')` of a `(B * T, ...)` per-(image, class) tensor."""
+        return take_classes(x.unflatten(0, (batch, classes)), keep).flatten(0, 1)
 
     @staticmethod
     def _to_vocabulary(logits: torch.Tensor, selection: "ClassSelection", num_classes: int) -> torch.Tensor:
@@ -246,8 +256,8 @@ class CostAggregationDecoder(nn.Module):
             aux.append(self._aux(self.aux_head0, x.flatten(0, 1).permute(0, 3, 1, 2), batch))
             if prune:
                 selection, keep = selection.prune(aux[-1], self.top_k, pruning_groups)
-                x, local_x = x[:, keep], local_x[:, keep]
-                text_guidance = text_guidance[:, keep] if text_guidance is not None else None
+                x, local_x = take_classes(x, keep), take_classes(local_x, keep)
+                text_guidance = take_classes(text_guidance, keep) if text_guidance is not None else None
         x = self._run_layers(x, appearance, text_guidance, selection.mask)
 
         # Fusion 1 + upsampling stage 1, per (image, class) map (B * T, C, h, w).
@@ -260,7 +270,7 @@ class CostAggregationDecoder(nn.Module):
             if prune:
                 selection, keep = selection.prune(aux[-1], self.top_k, pruning_groups)
                 x, local_x = self._take(x, keep, batch, classes), self._take(local_x, keep, batch, classes)
-                classes = keep.numel()
+                classes = keep.shape[1]
         x = self.decoder1(x, stage_guidance[0], classes)
 
         # Fusion 2 (with the upsampled local cost) + upsampling stage 2.
@@ -272,7 +282,7 @@ class CostAggregationDecoder(nn.Module):
             if prune:
                 selection, keep = selection.prune(aux[-1], self.top_k, pruning_groups)
                 x = self._take(x, keep, batch, classes)
-                classes = keep.numel()
+                classes = keep.shape[1]
         x = self.decoder2(x, stage_guidance[1], classes)
         logits = self._aux(self.head, x, batch)
 
