@@ -11,16 +11,13 @@ Forward, in named steps (the original's module names in brackets):
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import CLIPModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.dynamic_module_utils import custom_object_save
 from transformers.models.auto import modeling_auto
 from transformers.utils import ModelOutput
 
@@ -163,23 +160,12 @@ class FGASegPreTrainedModel(PreTrainedModel):
             init.zeros_(module.default_text_fingerprint)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save as transformers does; with remote code, also map AutoModelForSemanticSegmentation to this class in
-        `auto_map` (a class carries one auto class; the image-segmentation pipeline looks this one up) and save the
-        open-vocabulary-segmentation pipeline (`custom_pipelines`) with its code."""
-        super().save_pretrained(save_directory, *args, **kwargs)
-        config_file = os.path.join(save_directory, "config.json")
-        with open(config_file, encoding="utf-8") as handle:
-            data = json.load(handle)
-        auto_map = data.get("auto_map")
-        if auto_map and "AutoModel" in auto_map:
-            from .pipeline_fgaseg import OpenVocabularySegmentationPipeline, custom_pipelines_entry
+        """Save as transformers does; with remote code, the folder also carries the open-vocabulary-segmentation
+        pipeline and maps AutoModelForSemanticSegmentation (see `add_pipelines_to_saved_model`)."""
+        from .pipeline_fgaseg import add_pipelines_to_saved_model
 
-            auto_map.setdefault("AutoModelForSemanticSegmentation", auto_map["AutoModel"])
-            data["custom_pipelines"] = custom_pipelines_entry()
-            custom_object_save(OpenVocabularySegmentationPipeline, save_directory)
-            with open(config_file, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, indent=2, sort_keys=True)
-                handle.write("\n")
+        super().save_pretrained(save_directory, *args, **kwargs)
+        add_pipelines_to_saved_model(save_directory)
 
 
 class FGASegModel(FGASegPreTrainedModel):

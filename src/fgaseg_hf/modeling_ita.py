@@ -21,8 +21,6 @@ Text inputs, per vocabulary of K classes with S synonyms in total:
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -31,7 +29,6 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.dynamic_module_utils import custom_object_save
 from transformers.models.auto import modeling_auto
 from transformers.models.mask2former.modeling_mask2former import (
     Mask2FormerLoss,
@@ -175,27 +172,12 @@ class ITAPreTrainedModel(PreTrainedModel):
         return model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save as transformers does; with remote code, also map AutoModelForSemanticSegmentation to this class in
-        `auto_map` (a class carries one auto class) and save the open-vocabulary-segmentation pipeline
-        (`custom_pipelines`) with its code."""
-        super().save_pretrained(save_directory, *args, **kwargs)
-        config_file = os.path.join(save_directory, "config.json")
-        with open(config_file, encoding="utf-8") as handle:
-            data = json.load(handle)
-        auto_map = data.get("auto_map")
-        if auto_map and "AutoModel" in auto_map:
-            # The open-vocabulary-segmentation pipeline (shared with FGA-Seg) travels with the folder too.
-            from .pipeline_fgaseg import (
-                OpenVocabularySegmentationPipeline,
-                custom_pipelines_entry,
-            )
+        """Save as transformers does; with remote code, the folder also carries the open-vocabulary-segmentation
+        pipeline and maps AutoModelForSemanticSegmentation (see `add_pipelines_to_saved_model`)."""
+        from .pipeline_fgaseg import add_pipelines_to_saved_model
 
-            auto_map.setdefault("AutoModelForSemanticSegmentation", auto_map["AutoModel"])
-            data["custom_pipelines"] = custom_pipelines_entry()
-            custom_object_save(OpenVocabularySegmentationPipeline, save_directory)
-            with open(config_file, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, indent=2, sort_keys=True)
-                handle.write("\n")
+        super().save_pretrained(save_directory, *args, **kwargs)
+        add_pipelines_to_saved_model(save_directory)
 
 
 class ITAModel(ITAPreTrainedModel):

@@ -202,6 +202,30 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         ]
 
 
+def add_pipelines_to_saved_model(save_directory) -> None:
+    """After `save_pretrained` with remote code: map AutoModelForSemanticSegmentation to the model's class in
+    `config.json`'s `auto_map` (a class carries one auto class; the image-segmentation pipeline looks this one up) and
+    save this pipeline (`custom_pipelines`) with its code, so that `pipeline(model=folder, trust_remote_code=True)`
+    finds it. A folder without remote code (no `auto_map`) is left alone."""
+    import json
+    import os
+
+    from transformers.dynamic_module_utils import custom_object_save
+
+    config_file = os.path.join(save_directory, "config.json")
+    with open(config_file, encoding="utf-8") as handle:
+        data = json.load(handle)
+    auto_map = data.get("auto_map")
+    if not auto_map or "AutoModel" not in auto_map:
+        return
+    auto_map.setdefault("AutoModelForSemanticSegmentation", auto_map["AutoModel"])
+    data["custom_pipelines"] = custom_pipelines_entry()
+    custom_object_save(OpenVocabularySegmentationPipeline, save_directory)
+    with open(config_file, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+
+
 def register_pipelines() -> None:
     """Register the task with transformers (done on `import fgaseg_hf`)."""
     PIPELINE_REGISTRY.register_pipeline(
@@ -221,6 +245,6 @@ def custom_pipelines_entry() -> dict:
 
 
 __all__ = [
-    "OpenVocabularySegmentationPipeline", "custom_pipelines_entry", "default_class_names",
+    "OpenVocabularySegmentationPipeline", "add_pipelines_to_saved_model", "custom_pipelines_entry", "default_class_names",
     "register_pipelines",
 ]

@@ -22,7 +22,46 @@ def tokenize_vocabulary(tokenizer, class_names, templates, return_tensors: str =
     return BatchFeature({key: encoded[key].reshape(shape) for key in ("input_ids", "attention_mask")})
 
 
-class FGASegProcessor(ProcessorMixin):
+class SegmentationProcessor(ProcessorMixin):
+    """What FGA-Seg's and ITA's processors share: images and/or class names in one call, and the image processor's
+    post-processing. Subclasses define `tokenize_vocabulary(class_names, templates)`."""
+
+    def __call__(self, images=None, text=None, segmentation_maps=None, templates=None, **image_kwargs) -> BatchFeature:
+        """
+        Args:
+            images: image(s) for the image processor's `preprocess`.
+            text (`list[str]`): class names (the vocabulary of this call).
+            segmentation_maps: optional label maps, turned into training targets by the image processor.
+            templates: prompt templates for this call (default: the processor's).
+            image_kwargs: options of the image processor's `preprocess`.
+        Returns:
+            `BatchFeature` with the image inputs and/or the text inputs of the model.
+        """
+        if images is None and text is None:
+            raise ValueError("give images, text (a list of class names), or both")
+        data = {}
+        if images is not None:
+            data.update(self.image_processor(images, segmentation_maps=segmentation_maps, **image_kwargs))
+        elif segmentation_maps is not None:
+            raise ValueError("segmentation_maps need their images")
+        if text is not None:
+            data.update(self.tokenize_vocabulary(text, templates))
+        return BatchFeature(data)
+
+    def post_process_semantic_segmentation(self, *args, **kwargs):
+        """See the image processor's `post_process_semantic_segmentation`."""
+        return self.image_processor.post_process_semantic_segmentation(*args, **kwargs)
+
+    def post_process_panoptic_segmentation(self, *args, **kwargs):
+        """See the image processor's `post_process_panoptic_segmentation`."""
+        return self.image_processor.post_process_panoptic_segmentation(*args, **kwargs)
+
+    def post_process_probabilities(self, *args, **kwargs):
+        """See the image processor's `post_process_probabilities`."""
+        return self.image_processor.post_process_probabilities(*args, **kwargs)
+
+
+class FGASegProcessor(SegmentationProcessor):
     r"""
     Wraps an [`FGASegImageProcessor`] and a `CLIPTokenizer`.
 
@@ -54,39 +93,9 @@ class FGASegProcessor(ProcessorMixin):
         longest prompt) for a list of class names."""
         return tokenize_vocabulary(self.tokenizer, class_names, templates or self.prompt_templates, return_tensors)
 
-    def __call__(self, images=None, text=None, segmentation_maps=None, templates=None, **image_kwargs) -> BatchFeature:
-        """
-        Args:
-            images: image(s) for [`FGASegImageProcessor.preprocess`].
-            text (`list[str]`): class names (the vocabulary of this call).
-            segmentation_maps: optional label maps, returned as `labels`.
-            templates: prompt templates for this call (default: the processor's).
-            image_kwargs: `processing_mode`, `do_sliding_window`, `do_reduce_labels`, `return_tensors`.
-        Returns:
-            `BatchFeature` with `pixel_values` (and `pruning_groups`, `labels`) and/or `input_ids`, `attention_mask`.
-        """
-        if images is None and text is None:
-            raise ValueError("give images, text (a list of class names), or both")
-        data = {}
-        if images is not None:
-            data.update(self.image_processor(images, segmentation_maps=segmentation_maps, **image_kwargs))
-        elif segmentation_maps is not None:
-            raise ValueError("segmentation_maps need their images")
-        if text is not None:
-            data.update(self.tokenize_vocabulary(text, templates))
-        return BatchFeature(data)
-
-    def post_process_semantic_segmentation(self, *args, **kwargs):
-        """See [`FGASegImageProcessor.post_process_semantic_segmentation`]."""
-        return self.image_processor.post_process_semantic_segmentation(*args, **kwargs)
-
-    def post_process_probabilities(self, *args, **kwargs):
-        """See [`FGASegImageProcessor.post_process_probabilities`]."""
-        return self.image_processor.post_process_probabilities(*args, **kwargs)
-
     @property
     def model_input_names(self):
         return ["pixel_values", "input_ids", "attention_mask"]
 
 
-__all__ = ["FGASegProcessor"]
+__all__ = ["FGASegProcessor", "SegmentationProcessor", "tokenize_vocabulary"]

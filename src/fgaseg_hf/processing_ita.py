@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import torch
 from transformers import BatchFeature
-from transformers.processing_utils import ProcessorMixin
 
 from .configuration_ita import VILD_TEMPLATES, split_synonyms
 from .image_processing_ita import ITAImageProcessor
+from .processing_fgaseg import SegmentationProcessor
 from .prompt_templates import check_class_names
 
 TEXT_INPUT_NAMES = (
@@ -56,7 +56,7 @@ def tokenize_ita_vocabulary(
     }
 
 
-class ITAProcessor(ProcessorMixin):
+class ITAProcessor(SegmentationProcessor):
     r"""
     Wraps an [`ITAImageProcessor`] and a `CLIPTokenizer`.
 
@@ -111,40 +111,6 @@ class ITAProcessor(ProcessorMixin):
     def dominant_names(self, class_names) -> list[str]:
         """The dominant-category vocabulary of `class_names` (rows of `dominant_input_ids`)."""
         return vocabulary_layout(check_class_names(class_names), self.prompt_templates, self.dominant_extra_names)["dominant_names"]
-
-    def __call__(self, images=None, text=None, segmentation_maps=None, templates=None, **image_kwargs) -> BatchFeature:
-        """
-        Args:
-            images: image(s) for [`ITAImageProcessor.preprocess`].
-            text (`list[str]`): class names (the vocabulary of this call; synonyms comma separated).
-            segmentation_maps: optional label maps, returned as `mask_labels` / `class_labels`.
-            templates: prompt templates for this call (default: the processor's).
-            image_kwargs: `do_resize`, `do_reduce_labels`, `return_tensors`.
-        Returns:
-            `BatchFeature` with `pixel_values`, `pixel_mask` (and `mask_labels`, `class_labels`) and/or the text inputs.
-        """
-        if images is None and text is None:
-            raise ValueError("give images, text (a list of class names), or both")
-        data = {}
-        if images is not None:
-            data.update(self.image_processor(images, segmentation_maps=segmentation_maps, **image_kwargs))
-        elif segmentation_maps is not None:
-            raise ValueError("segmentation_maps need their images")
-        if text is not None:
-            data.update(self.tokenize_vocabulary(text, templates))
-        return BatchFeature(data)
-
-    def post_process_semantic_segmentation(self, *args, **kwargs):
-        """See [`ITAImageProcessor.post_process_semantic_segmentation`]."""
-        return self.image_processor.post_process_semantic_segmentation(*args, **kwargs)
-
-    def post_process_panoptic_segmentation(self, *args, **kwargs):
-        """See [`ITAImageProcessor.post_process_panoptic_segmentation`]."""
-        return self.image_processor.post_process_panoptic_segmentation(*args, **kwargs)
-
-    def post_process_probabilities(self, *args, **kwargs):
-        """See [`ITAImageProcessor.post_process_probabilities`]."""
-        return self.image_processor.post_process_probabilities(*args, **kwargs)
 
     @property
     def model_input_names(self):
