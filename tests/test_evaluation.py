@@ -180,3 +180,37 @@ def test_clear_errors(model_folder, tmp_path, capsys):
     assert "folder" in capsys.readouterr().err and not (tmp_path / "eval.json").exists()
     assert evaluate_main(["--model", str(tmp_path / "nope"), "--benchmarks", "ade150", "--root", str(tmp_path)]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_an_ita_model_is_evaluated_with_its_own_preprocessing(fake_ade150, tmp_path, capsys):
+    """The same command on a tiny ITA folder: its processor's test-time resize, no sliding window; the mIoU equals
+    the model + processor + post-processing run by hand."""
+    from conftest import tiny_tokenizer
+    from test_modeling_ita import make_ita
+
+    from fgaseg_hf import ITAModel, ITAProcessor
+
+    folder = tmp_path / "tiny-ita"
+    model = make_ita(min_size_test=48, max_size_test=96)
+    model.save_pretrained(folder)
+    ITAProcessor.from_model_config(model.config, tiny_tokenizer()).save_pretrained(folder)
+    output = tmp_path / "ita.json"
+    code = evaluate_main(["--model", str(folder), "--benchmarks", "ade150", "--root", str(fake_ade150), "--output",
+                          str(output), "--batch-size", "2", "--no-progress", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(output.read_text())
+    model, processor = ITAModel.from_pretrained(folder).eval(), ITAProcessor.from_pretrained(folder)
+    names = class_names("ade150")
+    confusion = ConfusionMatrix(150, ignore_index=255)
+    spec = BENCHMARKS["ade150"]
+    for label_path in sorted((fake_ade150 / spec.label_dirs["validation"]).glob("*.png")):
+        image = Image.open(fake_ade150 / spec.image_dirs["validation"] / f"{label_path.stem}.jpg")
+        label = torch.from_numpy(np.asarray(Image.open(label_path)).astype(np.int64))
+        with torch.no_grad():
+            outputs = model(**processor(images=image, text=names))
+        confusion.update(processor.post_process_semantic_segmentation(outputs, target_sizes=[tuple(label.shape)])[0], label)
+    assert report["results"]["ade150"]["mIoU"] == pytest.approx(confusion.compute_detectron2()["mean_iou"], abs=1e-12)
+    assert "sliding_window" not in report["protocol"]
+    code = evaluate_main(["--model", str(folder), "--benchmarks", "ade150", "--root", str(fake_ade150), "--output",
+                          str(tmp_path / "x.json"), "--card", str(tmp_path / "card.md")])
+    assert code == 2 and "FGA-Seg models only" in capsys.readouterr().err

@@ -11,6 +11,9 @@ Protocols:
 - "whole": each image resized alone to the CLIP resolution (the processor's default mode), model as saved. Faster,
   not comparable with published numbers.
 
+ITA models are evaluated with their own test-time pre-processing (shortest edge and size cap from their config, as
+the original's detectron2 mapper) in either protocol: ITA has no sliding window and no pooling setting.
+
 The reported mIoU follows detectron2's `SemSegEvaluator` (the published numbers): the mean over classes that have
 ground-truth pixels in the split. The `evaluate` library's definition (every class with a non-empty union) is
 reported beside it as `mIoU_evaluate`; both come from one streaming confusion matrix.
@@ -68,7 +71,7 @@ class EvaluationSettings:
 
     def describe(self, image_processor) -> dict[str, Any]:
         description: dict[str, Any] = {"name": self.protocol, "batch_size": self.batch_size}
-        if self.protocol == "original":
+        if self.protocol == "original" and has_sliding_window(image_processor):
             description.update(
                 shortest_edge=self.min_size, max_size=self.max_size, sliding_window=True,
                 sliding_window_canvas=list(image_processor.sliding_window_canvas),
@@ -93,9 +96,17 @@ def resize_shortest_edge(image: Image.Image, short: int, max_size: int) -> Image
     return image if size == image.size else image.resize(size, Image.BILINEAR)
 
 
+def has_sliding_window(image_processor) -> bool:
+    """FGA-Seg's processors have the original's sliding window and processing mode; ITA's follow its own test-time
+    pre-processing in both protocols."""
+    return hasattr(image_processor, "do_sliding_window")
+
+
 def protocol_image_processor(image_processor, settings: EvaluationSettings):
     """A copy of the model's image processor set up for the protocol."""
     processor = type(image_processor).from_dict(image_processor.to_dict())
+    if not has_sliding_window(processor):
+        return processor
     if settings.protocol == "original":
         processor.processing_mode, processor.do_sliding_window = "original", True
     else:
@@ -115,9 +126,9 @@ def evaluate_benchmark(
     """Streams one benchmark through the model.
 
     Args:
-        model: an `FGASegModel` (eval mode, on its device, pooling set for the protocol).
-        processor: its `FGASegProcessor` (tokenizer, image processor); the image processor is set up here and the
-            prompts follow the model's templates (`model.encode_vocabulary`).
+        model: an `FGASegModel` (eval mode, on its device, pooling set for the protocol) or an `ITAModel`.
+        processor: its processor (tokenizer, image processor); the image processor is set up here and the prompts
+            follow the model's templates (`model.encode_vocabulary`).
         dataset: rows with `image` and `annotation` (`fgaseg_hf.data.benchmarks` loaders).
         spec: the benchmark's `BenchmarkSpec` (label mapping, ignore value, VOC-20b folding).
         class_names: the prompted names (`T` of them).
@@ -151,16 +162,17 @@ def evaluate_benchmark(
                     f"{spec.display_name}: image {name} is {image.width}x{image.height} but its label map is "
                     f"{label.shape[1]}x{label.shape[0]}"
                 )
-            if settings.protocol == "original":
+            if settings.protocol == "original" and has_sliding_window(image_processor):
                 image = resize_shortest_edge(image, settings.min_size, settings.max_size)
             images.append(image)
         inputs = image_processor(images, return_tensors="pt")
+        names = [*image_processor.model_input_names, "pruning_groups"]
+        model_inputs = {
+            key: inputs[key].to(device, dtype) if inputs[key].is_floating_point() else inputs[key].to(device)
+            for key in names if key in inputs
+        }
         with torch.no_grad():
-            outputs = model(
-                pixel_values=inputs["pixel_values"].to(device, dtype),
-                pruning_groups=inputs["pruning_groups"].to(device) if "pruning_groups" in inputs else None,
-                **encoded,
-            )
+            outputs = model(**model_inputs, **encoded)
         predictions = image_processor.post_process_semantic_segmentation(
             outputs, target_sizes=[label.shape for label in labels]
         )
@@ -256,7 +268,7 @@ def run_evaluation(
     location = resolve_model_location(model_location)
     model, processor = load_model_and_processor(location, torch_dtype)
     model.to(torch_device)
-    if settings.protocol == "original":
+    if settings.protocol == "original" and hasattr(model, "set_pooling_size"):  # FGA-Seg: POOLING_SIZES [1, 1]
         model.set_pooling_size((1, 1))
     loaded = [(spec, load_benchmark(spec.key, root)[0]) for spec in specs]  # every folder checked before any work
     report: dict[str, Any] = {
@@ -334,6 +346,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     benchmarks = [key.strip() for key in args.benchmarks.split(",") if key.strip()]
     try:
         settings = EvaluationSettings(protocol=args.protocol, batch_size=args.batch_size, limit=args.limit)
+        if args.card:
+            from transformers import AutoConfig
+
+            from .segment import resolve_model_location
+
+            model_type = AutoConfig.from_pretrained(resolve_model_location(args.model)).model_type
+            if model_type != "fgaseg":
+                raise EvaluationError(f"--card: model cards are written for FGA-Seg models only, not {model_type!r}")
         report = run_evaluation(args.model, benchmarks, root, settings, device=args.device, dtype=args.dtype,
                                 progress=not args.no_progress)
     except (EvaluationError, SegmentError, ValueError) as error:
