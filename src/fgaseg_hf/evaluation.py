@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .pipeline_fgaseg import has_sliding_window
+
 PROTOCOLS = ("original", "whole")
 # Hub dataset ids for the model-index of a card.
 DATASET_TYPES = {
@@ -83,23 +85,12 @@ class EvaluationSettings:
 
 
 def resize_shortest_edge(image: Image.Image, short: int, max_size: int) -> Image.Image:
-    """detectron2's test-time `ResizeShortestEdge`: the shorter side becomes `short` unless the longer side would
-    exceed `max_size`; sizes rounded half up; PIL bilinear on the RGB image."""
-    height, width = image.height, image.width
-    scale = short / min(height, width)
-    new_height, new_width = height * scale, width * scale
-    if max(new_height, new_width) > max_size:
-        shrink = max_size / max(new_height, new_width)
-        new_height, new_width = new_height * shrink, new_width * shrink
-    size = (int(new_width + 0.5), int(new_height + 0.5))
+    """detectron2's test-time `ResizeShortestEdge` (`resized_shape`) with PIL bilinear on the RGB image."""
+    from .image_processing_ita import resized_shape
+
+    height, width = resized_shape(image.height, image.width, short, max_size)
     image = image.convert("RGB")
-    return image if size == image.size else image.resize(size, Image.BILINEAR)
-
-
-def has_sliding_window(image_processor) -> bool:
-    """FGA-Seg's processors have the original's sliding window and processing mode; ITA's follow its own test-time
-    pre-processing in both protocols."""
-    return hasattr(image_processor, "do_sliding_window")
+    return image if (width, height) == image.size else image.resize((width, height), Image.BILINEAR)
 
 
 def protocol_image_processor(image_processor, settings: EvaluationSettings):
@@ -257,7 +248,12 @@ def run_evaluation(
     from accelerate import PartialState
 
     from .data.benchmarks import class_names, get_spec, load_benchmark
-    from .segment import load_model_and_processor, parse_device, parse_dtype, resolve_model_location
+    from .segment import (
+        load_model_and_processor,
+        parse_device,
+        parse_dtype,
+        resolve_model_location,
+    )
 
     specs = [get_spec(key) for key in benchmarks]
     if not specs:

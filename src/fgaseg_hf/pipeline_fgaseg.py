@@ -39,6 +39,12 @@ def default_class_names(config) -> list[str]:
     return [config.id2label[i] for i in range(len(config.id2label))]
 
 
+def has_sliding_window(image_processor) -> bool:
+    """Whether a model family has the original's sliding-window inference (FGA-Seg's image processor; ITA's has
+    none)."""
+    return hasattr(image_processor, "do_sliding_window")
+
+
 class OpenVocabularySegmentationPipeline(Pipeline):
     """
     Open-vocabulary semantic segmentation with FGA-Seg or ITA:
@@ -77,8 +83,7 @@ class OpenVocabularySegmentationPipeline(Pipeline):
 
     @property
     def supports_sliding_window(self) -> bool:
-        """Whether the model family has sliding-window inference (FGA-Seg)."""
-        return hasattr(self.image_processor, "do_sliding_window")
+        return has_sliding_window(self.image_processor)
 
     def _sanitize_parameters(self, sliding_window=None, timeout=None, **kwargs):
         preprocess, postprocess = {}, {}
@@ -245,6 +250,6 @@ def custom_pipelines_entry() -> dict:
 
 
 __all__ = [
-    "OpenVocabularySegmentationPipeline", "add_pipelines_to_saved_model", "custom_pipelines_entry", "default_class_names",
+    "OpenVocabularySegmentationPipeline", "add_pipelines_to_saved_model", "custom_pipelines_entry", "has_sliding_window", "default_class_names",
     "register_pipelines",
 ]
