@@ -36,6 +36,27 @@ def test_tiny_benchmark_writes_every_case(tmp_path):
     assert "| tiny | train_step | 4 | 1 | float32 |" in table and "| streaming | 2 | 150 |" in table
 
 
+def test_tiny_ita_benchmark_runs_the_ita_cases(tmp_path):
+    output = tmp_path / "bench.json"
+    code = main(["--preset", "tiny_ita", "--classes", "3", "--batch-sizes", "2", "--warmup", "0", "--repeats", "1",
+                 "--training-classes", "4", "--no-metric", "--no-isolate", "--device", "cpu", "--output", str(output)])
+    assert code == 0
+    cases = json.loads(output.read_text())["cases"]
+    assert [(c["kind"], c.get("batch_size")) for c in cases] == [
+        ("text", None), ("image", None), ("forward", 2), ("train_step", 1)
+    ]  # no sliding window, no checkpointing variant
+    assert all("error" not in c for c in cases)
+    forward = cases[2]
+    assert "kept_classes_per_image" not in forward and forward["images_per_s"] == pytest.approx(2 / forward["median_s"])
+    train = cases[3]
+    # Only ITA's head trains: CLIP is frozen.
+    from fgaseg_hf.benchmark import build_model
+
+    model = build_model("tiny_ita", torch.device("cpu"))
+    head = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("clip."))
+    assert train["trainable_parameters"] == head < train["parameters"]
+
+
 def test_store_everything_reference_equals_the_streaming_metric():
     rng = np.random.default_rng(1)
     predictions = [rng.integers(0, 6, (9, 7)) for _ in range(3)]

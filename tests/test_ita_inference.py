@@ -287,6 +287,12 @@ def test_segment_command_writes_the_pngs_for_an_ita_folder(folder, tmp_path, cap
     code = main(["segment", str(tmp_path / "street.png"), "--model", str(folder), "--output", str(tmp_path / "d"), "--json"])
     captured = capsys.readouterr()
     assert code == 0, captured.err and list(json.loads(captured.out)["classes"]) == NAMES
+    # --sliding-window is FGA-Seg's: one line, and no output folder left behind.
+    code = main(["segment", str(tmp_path / "street.png"), "--model", str(folder), "--output", str(tmp_path / "sw"),
+                 "--sliding-window"])
+    captured = capsys.readouterr()
+    assert code != 0 and "--sliding-window: ITA models have no sliding-window inference" in captured.err
+    assert not (tmp_path / "sw").exists()
 
 
 # ----------------------------------------------------------------------------- errors

@@ -267,3 +267,18 @@ def test_shipped_preset():
     assert config.batch_invariant is True and config.postprocess_order == "before"
     with pytest.raises(ValueError, match="dominant_crop_mode"):
         tiny_ita_config(dominant_crop_mode="random")
+
+
+def test_preset_seen_classes_are_coco_panoptic_with_synonyms():
+    """The released recipe trains on COCO panoptic: its 133 classes (FC-CLIP's synonym lists) are the seen ones, so a
+    class sharing any synonym is weighted by alpha and any other by beta."""
+    from fgaseg_hf.conversion_ita import training_classes_of
+    from fgaseg_hf.processing_ita import vocabulary_layout
+
+    seen = ITAConfig.from_preset("ita_convnext_large_d_320").seen_class_names
+    assert len(seen) == 133 and seen[0].startswith("person, child") and seen[-1] == "rug"
+    names = ["wall", "person, individual", "spaceship", "sofa, couch", "windowpane, window", "chandelier"]
+    layout = vocabulary_layout(names, ["a {}"], seen_class_names=seen)
+    assert layout["seen_classes"].tolist() == [True, True, False, True, True, False]
+    assert training_classes_of({"DATASETS": {"TRAIN": ["openvocab_coco_2017_train_panoptic_with_sem_seg"]}}) == seen
+    assert training_classes_of({"DATASETS": {"TRAIN": ["my_dataset"]}}) == []

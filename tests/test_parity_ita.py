@@ -49,6 +49,9 @@ class Fixture:
         self.outputs = torch.load(folder / "outputs.pt", weights_only=False)
         self.checkpoint = torch.load(folder / "checkpoint.pth", weights_only=False)
         self.model = convert_original_checkpoint(self.checkpoint, str(folder / "config.json"))
+        # The original runs the text tower on all 77 positions; trimming the padding changes float rounding only
+        # (test_trimmed_text_padding_changes_only_rounding), and these tests compare bits.
+        self.model.config.trim_text_padding = False
         self.tokenizer = build_clip_tokenizer()
         self.test_text = self.model.build_text_inputs(self.tokenizer, self.inputs["test_classes"])
         self.train_text = self.model.build_text_inputs(self.tokenizer, self.inputs["train_classes"])
@@ -431,3 +434,18 @@ def test_random_resized_crop_option_restores_the_original_crops(fx):
         model.config.dominant_crop_mode = "resize_center_crop"
     assert (crops - s["dcu"]["clip_input"]).abs().mean() < 0.01
     assert diff(out.dominant_probs, s["dcu"]["probs"]) < 0.01
+
+
+def test_trimmed_text_padding_changes_only_rounding(fx):
+    names = fx.inputs["category_table_names"]
+    tokens = fx.tokenizer(names, padding="max_length", max_length=77, return_tensors="pt")
+    clip = fx.model.clip
+    full = clip.text_embeddings(tokens["input_ids"], tokens["attention_mask"])
+    clip.config.trim_text_padding = True
+    try:
+        trimmed = clip.text_embeddings(tokens["input_ids"], tokens["attention_mask"])
+    finally:
+        clip.config.trim_text_padding = False
+    assert int(tokens["attention_mask"].sum(1).max()) < 20  # the padding really is dropped
+    assert not torch.equal(trimmed, full)  # computed anew, not served from the cache of the full run
+    torch.testing.assert_close(trimmed, full, rtol=0, atol=2e-6)

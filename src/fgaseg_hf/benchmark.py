@@ -3,15 +3,17 @@
     fgaseg benchmark --preset vitb_384_fast_cat --output benchmark.json
     fgaseg benchmark --preset tiny --classes 3,5 --batch-sizes 1,2 --repeats 1 --no-isolate   # a one-second smoke run
 
-Per model config (a preset with random weights, or "tiny") and device it measures, each case after warm-up calls
-and as the median of the repeats:
+Per model config (an FGA-Seg or ITA preset with random weights, or "tiny" / "tiny_ita") and device it measures, each
+case after warm-up calls and as the median of the repeats:
 - `text`: encoding a vocabulary of T class names (once per vocabulary: pipelines and `fgaseg evaluate` cache it);
 - `forward`: one forward pass from given text embeddings, for every batch size and class count, as latency and
   images/s, per dtype (fp32 on CPU; fp32 / bf16 / fp16 autocast, with and without `torch.compile`, on CUDA);
 - `image`: one 512x683 image end to end (pre-processing, forward, label map at full size), the figure the
   original's steady-state cost is quoted for (`../shared/docs/original-speed.md`: 5.7 s at 171 classes here);
-- `sliding_window`: the benchmark protocol (640 px canvas, 4 crops and a global view) for one image;
-- `train_step`: forward, backward and AdamW step of a batch of crops with labels (CLIP policy "attention");
+- `sliding_window`: the benchmark protocol (640 px canvas, 4 crops and a global view) for one image (FGA-Seg);
+- `train_step`: forward, backward and AdamW step of a batch of crops with labels (FGA-Seg: CLIP policy
+  "attention", crops at the CLIP resolution, with and without activation checkpointing; ITA: frozen CLIP, the
+  recipe's 1024 px crops, labels in a 4 x 4 grid of random classes);
 - `metric`: the streaming confusion-matrix mIoU against the standard store-everything algorithm on random maps.
 
 Peak memory is the process's peak RSS on CPU (so, by default, every case runs in a fresh process: `--no-isolate`
@@ -53,6 +55,18 @@ TINY = {
 }
 
 
+TINY_ITA = {
+    "vision_config": {"hidden_sizes": [8, 16, 24, 32], "depths": [1, 1, 1, 1], "layer_norm_eps": 1e-6},
+    "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                    "projection_dim": 32, "max_position_embeddings": 16, "hidden_act": "gelu"},
+    "clip_image_size": 32, "feature_size": 32, "mask_feature_size": 32, "encoder_layers": 1,
+    "encoder_feedforward_dim": 64, "num_attention_heads": 2, "hidden_dim": 32, "dim_feedforward": 64,
+    "decoder_layers": 3, "num_learned_queries": 4, "num_text_queries": 4, "prompt_templates": ["a {}", "the {}"],
+    "train_num_points": 64, "min_size_test": 64, "max_size_test": 96,
+}
+ITA_TRAIN_CROP = 1024  # FC-CLIP's large-scale-jitter crop
+
+
 # ----------------------------------------------------------------------------------------------- measuring
 def peak_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
@@ -78,12 +92,25 @@ def timed(function: Callable[[], Any], device: torch.device, warmup: int, repeat
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats}
 
 
+def is_ita(preset: str) -> bool:
+    from .configuration_ita import available_ita_presets
+
+    return preset == "tiny_ita" or preset in available_ita_presets()
+
+
 def build_model(preset: str, device: torch.device):
+    """The preset's model with random weights (seeded): FGA-Seg, or ITA for ITA presets and "tiny_ita"."""
+    torch.manual_seed(0)
+    if is_ita(preset):
+        from .configuration_ita import ITAConfig
+        from .modeling_ita import ITAModel
+
+        config = ITAConfig(**json.loads(json.dumps(TINY_ITA))) if preset == "tiny_ita" else ITAConfig.from_preset(preset)
+        return ITAModel(config).to(device).eval()
     from .configuration_fgaseg import FGASegConfig, preset_values
     from .modeling_fgaseg import FGASegModel
 
     values = json.loads(json.dumps(TINY)) if preset == "tiny" else preset_values(preset)
-    torch.manual_seed(0)
     return FGASegModel(FGASegConfig(**values)).to(device).eval()
 
 
@@ -96,6 +123,92 @@ def random_prompts(model, num_classes: int, generator: torch.Generator) -> torch
     ids[..., 0] = text.bos_token_id
     ids[..., -1] = text.eos_token_id
     return ids
+
+
+class FGASegBench:
+    """How the benchmark drives FGA-Seg: prompts `(T, templates, tokens)`, square CLIP-resolution inputs."""
+
+    def text_inputs(self, model, classes: int, generator) -> dict:
+        return {"input_ids": random_prompts(model, classes, generator)}
+
+    def encode(self, model, text: dict) -> dict:
+        return {"text_embeds": model.get_text_embeddings(text["input_ids"])}
+
+    def pixel_inputs(self, model, batch: int, generator) -> dict:
+        size = model.config.clip_resolution
+        return {"pixel_values": torch.randn(batch, 3, size, size, generator=generator)}
+
+    def image_processor(self, model, sliding: bool):
+        from .image_processing_fgaseg import FGASegImageProcessor
+
+        return FGASegImageProcessor.from_model_config(model.config, do_sliding_window=sliding)
+
+    def train_inputs(self, model, case: dict, generator) -> dict:
+        model.apply_finetune_policy(case.get("policy", "attention"))
+        size, batch = model.config.clip_resolution, case["batch_size"]
+        return {"pixel_values": torch.randn(batch, 3, size, size, generator=generator),
+                "labels": torch.randint(0, case["classes"], (batch, size, size), generator=generator)}
+
+
+class ITABench:
+    """How the benchmark drives ITA: every class in every template (plus the bare-name dominant vocabulary), images
+    at the test-time size of the 512x683 image, training on the recipe's 1024 px crops with block-shaped labels."""
+
+    def text_inputs(self, model, classes: int, generator) -> dict:
+        text = model.config.text_config
+        templates = len(model.config.prompt_templates)
+        length = min(PROMPT_TOKENS, text.max_position_embeddings)
+
+        def rows(count):
+            ids = torch.zeros(count, text.max_position_embeddings, dtype=torch.long)  # open_clip pads with 0
+            ids[:, :length] = torch.randint(1, text.vocab_size - 2, (count, length), generator=generator)
+            ids[:, 0], ids[:, length - 1] = text.bos_token_id, text.eos_token_id
+            mask = torch.zeros_like(ids)
+            mask[:, :length] = 1
+            return ids, mask
+
+        input_ids, attention_mask = rows(classes * templates)
+        dominant_ids, dominant_mask = rows(classes + 1)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "dominant_input_ids": dominant_ids,
+                "dominant_attention_mask": dominant_mask, "synonym_to_class": torch.arange(classes)}
+
+    def encode(self, model, text: dict) -> dict:
+        model.clip._text_cache.clear()  # time the text tower, not the cache
+        classifier, synonym_to_class = model.text_classifier(
+            text["input_ids"], text["attention_mask"], text["synonym_to_class"]
+        )
+        vocabulary = model.dominant_vocabulary(text["dominant_input_ids"], text["dominant_attention_mask"])
+        return {"text_embeds": classifier[:-1], "synonym_to_class": synonym_to_class, "dominant_text_embeds": vocabulary}
+
+    def pixel_inputs(self, model, batch: int, generator) -> dict:
+        from .image_processing_ita import resized_shape
+
+        c = model.config
+        height, width = resized_shape(*ORIGINAL_IMAGE_SIZE, c.min_size_test, c.max_size_test)
+        d = c.size_divisibility
+        canvas = (-(-height // d) * d, -(-width // d) * d)
+        pixel_mask = torch.zeros(batch, *canvas, dtype=torch.long)
+        pixel_mask[:, :height, :width] = 1
+        return {"pixel_values": torch.randn(batch, 3, *canvas, generator=generator) * pixel_mask[:, None],
+                "pixel_mask": pixel_mask}
+
+    def image_processor(self, model, sliding: bool):
+        from .image_processing_ita import ITAImageProcessor
+
+        if sliding:
+            raise ValueError("ITA has no sliding-window inference")
+        return ITAImageProcessor.from_model_config(model.config)
+
+    def train_inputs(self, model, case: dict, generator) -> dict:
+        size, batch = ITA_TRAIN_CROP if case["preset"] != "tiny_ita" else 64, case["batch_size"]
+        # A 4 x 4 grid of random classes: about as many segments (masks to match) as a real scene.
+        blocks = torch.randint(0, case["classes"], (batch, 1, 4, 4), generator=generator).float()
+        labels = torch.nn.functional.interpolate(blocks, size=(size, size), mode="nearest")[:, 0].long()
+        return {"pixel_values": torch.randn(batch, 3, size, size, generator=generator), "labels": labels}
+
+
+def bench_for(preset: str):
+    return ITABench() if is_ita(preset) else FGASegBench()
 
 
 def autocast(device: torch.device, dtype: str):
@@ -114,78 +227,71 @@ def run_case(case: dict) -> dict:
     if kind == "metric":
         return {**case, **measure_metric(case)}
     model = build_model(case["preset"], device)
+    bench = bench_for(case["preset"])
     generator = torch.Generator().manual_seed(0)
     classes = case["classes"]
-    input_ids = random_prompts(model, classes, generator).to(device)
+    text = {k: v.to(device) for k, v in bench.text_inputs(model, classes, generator).items()}
     warmup, repeats = case["warmup"], case["repeats"]
     result: dict[str, Any] = {"parameters": sum(p.numel() for p in model.parameters())}
     with torch.no_grad():
-        text_embeds = model.get_text_embeddings(input_ids)
+        embeds = bench.encode(model, text)
     if kind == "text":
         with torch.no_grad():
-            result.update(timed(lambda: model.get_text_embeddings(input_ids), device, warmup, repeats))
+            result.update(timed(lambda: bench.encode(model, text), device, warmup, repeats))
     elif kind == "forward":
         forward = torch.compile(model) if case.get("compile") else model
-        size = model.config.clip_resolution
-        pixels = torch.randn(case["batch_size"], 3, size, size, generator=generator).to(device)
+        pixels = {k: v.to(device) for k, v in bench.pixel_inputs(model, case["batch_size"], generator).items()}
 
         last = {}
 
         def step():
             with torch.no_grad(), autocast(device, case["dtype"]):
-                outputs = forward(pixel_values=pixels, text_embeds=text_embeds)
+                outputs = forward(**pixels, **embeds)
             if not torch.isfinite(outputs.logits).all():
                 raise FloatingPointError(f"non-finite logits in {case}")
-            last["kept"] = outputs.kept_classes
+            last["kept"] = getattr(outputs, "kept_classes", None)
 
         result.update(timed(step, device, warmup, repeats))
         result["images_per_s"] = case["batch_size"] / result["median_s"]
-        # Random weights: how many classes survive the top-k pruning decides most of the cost.
-        result["kept_classes_per_image"] = last["kept"].sum(dim=1).float().mean().item()
+        if last["kept"] is not None:
+            # Random weights: how many classes survive the top-k pruning decides most of FGA-Seg's cost.
+            result["kept_classes_per_image"] = last["kept"].sum(dim=1).float().mean().item()
     elif kind in ("image", "sliding_window"):
-        result.update(measure_image(model, text_embeds, case, device, generator))
+        result.update(measure_image(model, bench, embeds, case, device, generator))
     elif kind == "train_step":
-        result.update(measure_train_step(model, input_ids, case, device, generator))
+        result.update(measure_train_step(model, bench, text, case, device, generator))
     else:
         raise ValueError(f"unknown case kind {kind!r}")
     result["peak_memory_bytes"] = peak_memory_bytes(device)
     return {**case, **result}
 
 
-def measure_image(model, text_embeds, case, device, generator) -> dict:
-    from .image_processing_fgaseg import FGASegImageProcessor
-
-    sliding = case["kind"] == "sliding_window"
-    processor = FGASegImageProcessor.from_model_config(model.config, do_sliding_window=sliding)
+def measure_image(model, bench, embeds, case, device, generator) -> dict:
+    processor = bench.image_processor(model, case["kind"] == "sliding_window")
     height, width = ORIGINAL_IMAGE_SIZE
     image = torch.randint(0, 256, (height, width, 3), generator=generator, dtype=torch.uint8).numpy()
 
     def step():
         inputs = processor(image, return_tensors="pt")
-        groups = inputs.get("pruning_groups")
+        extra = {k: inputs[k].to(device) for k in ("pruning_groups", "pixel_mask") if inputs.get(k) is not None}
         with torch.no_grad(), autocast(device, case["dtype"]):
-            outputs = model(pixel_values=inputs["pixel_values"].to(device), text_embeds=text_embeds,
-                            pruning_groups=groups.to(device) if groups is not None else None)
+            outputs = model(pixel_values=inputs["pixel_values"].to(device), **embeds, **extra)
         return processor.post_process_semantic_segmentation(outputs, target_sizes=[(height, width)])[0]
 
     return timed(step, device, case["warmup"], case["repeats"])
 
 
-def measure_train_step(model, input_ids, case, device, generator) -> dict:
+def measure_train_step(model, bench, text, case, device, generator) -> dict:
     model.train()
-    model.apply_finetune_policy(case.get("policy", "attention"))
+    inputs = {k: v.to(device) for k, v in bench.train_inputs(model, case, generator).items()}
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=1e-6)
-    size = model.config.clip_resolution
-    batch = case["batch_size"]
-    pixels = torch.randn(batch, 3, size, size, generator=generator).to(device)
-    labels = torch.randint(0, case["classes"], (batch, size, size), generator=generator).to(device)
     if case.get("gradient_checkpointing"):
         model.activation_checkpointing_enable()
 
     def step():
         with autocast(device, case["dtype"]):
-            loss = model(pixel_values=pixels, input_ids=input_ids, labels=labels).loss
+            loss = model(**inputs, **text).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -259,11 +365,12 @@ def plan_cases(args) -> list[dict]:
                     for batch in (int(b) for b in args.batch_sizes.split(",")):
                         cases.append({**base, "kind": "forward", "classes": count, "batch_size": batch,
                                       "dtype": dtype, "compile": compiled})
-        for count in (int(c) for c in args.sliding_window_classes.split(",") if c):
+        ita = is_ita(preset)  # ITA: no sliding window, and its trainable head is small (no checkpointing)
+        for count in (int(c) for c in args.sliding_window_classes.split(",") if c and not ita):
             cases.append({**base, "kind": "sliding_window", "classes": count, "dtype": "float32"})
         if not args.no_training:
             for dtype in (["bfloat16"] if cuda else ["float32"]):
-                for checkpointing in (False, True):
+                for checkpointing in ((False,) if ita else (False, True)):
                     cases.append({**base, "kind": "train_step", "classes": args.training_classes,
                                   "batch_size": args.training_batch_size, "dtype": dtype, "warmup": 1,
                                   "repeats": max(1, min(args.repeats, 3)), "gradient_checkpointing": checkpointing})
@@ -324,7 +431,7 @@ def _gib(value) -> str:
 def render_markdown(report: dict) -> str:
     machine = report["machine"]
     lines = [
-        "# FGA-Seg benchmark", "",
+        "# fgaseg_hf benchmark", "",
         f"{machine.get('processor')}, {machine['cpu_count']} CPUs ({machine['torch_threads']} torch threads), "
         f"{machine.get('memory_gib', '?')} GiB; {machine.get('gpu', 'no GPU')}; torch {machine['torch']}, "
         f"transformers {machine['transformers']}. Medians; memory = peak "
@@ -355,8 +462,8 @@ def render_markdown(report: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fgaseg benchmark", description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", action="append", help='model preset(s) with random weights, or "tiny" (repeat; '
-                        "default: vitb_384_fast_cat)")
+    parser.add_argument("--preset", action="append", help='model preset(s) with random weights (FGA-Seg or ITA), or '
+                        '"tiny" / "tiny_ita" (repeat; default: vitb_384_fast_cat)')
     parser.add_argument("--classes", default=",".join(map(str, DEFAULT_CLASSES)), help="(default: %(default)s)")
     parser.add_argument("--batch-sizes", default="1,2,4,8", help="(default: %(default)s)")
     parser.add_argument("--dtypes", help="comma-separated (default: float32 on CPU; float32,bfloat16,float16 on CUDA)")

@@ -77,11 +77,15 @@ class ITAConfig(PretrainedConfig):
         seen_class_names (`list[str]`): the training classes (synonyms comma separated). A class of another
             vocabulary is "seen" when one of its synonyms is a synonym of a training class.
         prompt_templates (`list[str]`): templates of the text classifier (ViLD's 14).
+        trim_text_padding (`bool`): run the text tower only up to the longest prompt of a batch instead of the full
+            context length (the same embeddings up to float rounding, several times faster); False reproduces the
+            original's padded computation bit for bit.
         dominant_extra_names (`list[str]`): names appended to the dominant-category vocabulary (["other"]).
         class_weight / mask_weight / dice_weight (`float`): loss and matching weights [CLASS/MASK/DICE_WEIGHT].
         no_object_weight (`float`): [NO_OBJECT_WEIGHT].
         train_num_points (`int`), oversample_ratio (`float`), importance_sample_ratio (`float`): point sampling.
         deep_supervision (`bool`): loss on every prediction [DEEP_SUPERVISION].
+        ignore_index (`int`): label of unlabelled pixels in `labels` maps [SEM_SEG_HEAD.IGNORE_VALUE].
         batch_invariant (`bool`): run each image at its own padded size, so that its outputs never depend on the
             other images of the batch (default). False batches the padded canvas as the original does.
         postprocess_order (`str`): "after" (resize the semantic map after the class x mask product, the original
@@ -90,6 +94,13 @@ class ITAConfig(PretrainedConfig):
     """
 
     model_type = "ita"
+    # Trainer's evaluation keeps only the loss and `logits` (the canvas class scores the metric needs).
+    keys_to_ignore_at_inference = [
+        "loss_dict", "semantic_maps", "class_queries_logits", "masks_queries_logits", "all_class_logits",
+        "all_mask_logits", "out_vocab_logits", "pooled_clip_embeds", "mask_class_logits", "dominant_indices",
+        "dominant_probs", "text_queries", "text_classifier", "image_sizes", "backbone_hidden_states", "mask_features",
+        "multi_scale_features", "dominant_image_embeds",
+    ]
     sub_configs = {"vision_config": ConvNextConfig, "text_config": CLIPTextConfig}
 
     def __init__(
@@ -125,6 +136,7 @@ class ITAConfig(PretrainedConfig):
         ensemble_on_valid_mask: bool = False,
         seen_class_names: list[str] | None = None,
         prompt_templates: list[str] | None = None,
+        trim_text_padding: bool = True,
         dominant_extra_names: list[str] = ("other",),
         class_weight: float = 2.0,
         mask_weight: float = 5.0,
@@ -134,6 +146,7 @@ class ITAConfig(PretrainedConfig):
         oversample_ratio: float = 3.0,
         importance_sample_ratio: float = 0.75,
         deep_supervision: bool = True,
+        ignore_index: int = 255,
         batch_invariant: bool = True,
         postprocess_order: str = "after",
         initializer_range: float = 0.02,
@@ -183,6 +196,7 @@ class ITAConfig(PretrainedConfig):
         self.seen_class_names = list(seen_class_names) if seen_class_names is not None else []
         self.prompt_templates = list(prompt_templates) if prompt_templates is not None else list(VILD_TEMPLATES)
         self.dominant_extra_names = list(dominant_extra_names)
+        self.trim_text_padding = bool(trim_text_padding)
         self.class_weight = float(class_weight)
         self.mask_weight = float(mask_weight)
         self.dice_weight = float(dice_weight)
@@ -191,6 +205,7 @@ class ITAConfig(PretrainedConfig):
         self.oversample_ratio = float(oversample_ratio)
         self.importance_sample_ratio = float(importance_sample_ratio)
         self.deep_supervision = deep_supervision
+        self.ignore_index = int(ignore_index)
         self.batch_invariant = batch_invariant
         self.postprocess_order = postprocess_order
         self.initializer_range = initializer_range
@@ -237,15 +252,19 @@ class ITAConfig(PretrainedConfig):
     @classmethod
     def from_preset(cls, name_or_path: str | os.PathLike, **overrides) -> ITAConfig:
         """Load a preset from the package's `configs/` (e.g. "ita_convnext_large_d_320") or from a JSON file."""
-        path = str(name_or_path)
+        return cls(**{**ita_preset_values(name_or_path), **overrides})
+
+
+def ita_preset_values(name_or_path: str | os.PathLike) -> dict:
+    """The config values an ITA preset sets (sub-configs as plain dicts): the place to merge overrides into."""
+    path = str(name_or_path)
+    if not os.path.isfile(path):
+        path = os.path.join(PRESET_DIR, f"{path}.json")
         if not os.path.isfile(path):
-            path = os.path.join(PRESET_DIR, f"{path}.json")
-            if not os.path.isfile(path):
-                raise ValueError(f"unknown ITA preset {name_or_path!r}; available: {available_ita_presets()}")
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-        values = {k: v for k, v in data.get("model", data).items() if not k.startswith("_")}
-        return cls(**{**values, **overrides})
+            raise ValueError(f"unknown ITA preset {name_or_path!r}; available: {available_ita_presets()}")
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    return {k: v for k, v in data.get("model", data).items() if not k.startswith("_")}
 
 
 def available_ita_presets() -> list[str]:
@@ -260,4 +279,4 @@ def split_synonyms(name: str) -> list[str]:
     return name.replace(", ", ",").split(",")
 
 
-__all__ = ["VILD_TEMPLATES", "ITAConfig", "available_ita_presets", "split_synonyms"]
+__all__ = ["VILD_TEMPLATES", "ITAConfig", "available_ita_presets", "ita_preset_values", "split_synonyms"]

@@ -15,7 +15,7 @@ import re
 
 import torch
 
-from .configuration_ita import ITAConfig
+from .configuration_ita import ITAConfig, ita_preset_values
 from .modeling_ita import ITAModel
 
 CLIP_PREFIX = "backbone.clip_model."
@@ -164,6 +164,15 @@ def _deep_update(target: dict, source: dict) -> None:
             target[key] = value
 
 
+def training_classes_of(cfg: dict) -> list[str]:
+    """The seen classes of a run trained on COCO panoptic (the released recipe: the preset's 133 classes with
+    FC-CLIP's synonyms); empty for other training sets, whose class lists the cfg does not carry."""
+    train = cfg.get("DATASETS", {}).get("TRAIN", [])
+    if any("coco" in name and "panoptic" in name for name in train):
+        return list(ita_preset_values("ita_convnext_large_d_320")["seen_class_names"])
+    return []
+
+
 def config_from_cfg(cfg: dict, clip_state: dict, extras: dict | None = None, **overrides) -> ITAConfig:
     """ITAConfig from a detectron2 cfg and the CLIP tensors (sizes)."""
     extras = extras or {}
@@ -200,7 +209,7 @@ def config_from_cfg(cfg: dict, clip_state: dict, extras: dict | None = None, **o
         postprocess_order="before" if (
             test.get("SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE") or test.get("PANOPTIC_ON") or test.get("INSTANCE_ON")
         ) else "after",
-        seen_class_names=spec.get("train_classes", []),
+        seen_class_names=spec.get("train_classes") or training_classes_of(cfg),
     )
     values.update(overrides)
     return ITAConfig(**values)

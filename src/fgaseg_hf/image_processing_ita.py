@@ -53,6 +53,15 @@ def resized_shape(height: int, width: int, shortest_edge: int, max_size: int) ->
     return int(new_height + 0.5), int(new_width + 0.5)
 
 
+def semantic_to_mask_targets(label: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The original's semantic dataset mapper: a `(H, W)` class-id map -> `(n, H, W)` float binary masks, one per
+    class present other than `ignore_index` (ascending ids), and their `(n,)` class ids."""
+    classes = torch.unique(label)
+    classes = classes[classes != ignore_index]
+    masks = (label[None] == classes[:, None, None]).float()
+    return masks, classes.long()
+
+
 def _get(outputs, name: str):
     """A field of an `ITAOutput`, a plain `ModelOutput` or a dict (None when absent)."""
     if hasattr(outputs, "get"):
@@ -183,8 +192,9 @@ class ITAImageProcessor(BaseImageProcessor):
                 `(H, W, C)` or `(C, H, W)`; integer or float pixels).
             segmentation_maps: optional label maps of the images' sizes (class ids, `ignore_index` unlabelled).
         Returns:
-            `BatchFeature` with `pixel_values` `(B, 3, H, W)` and `pixel_mask` `(B, H, W)`; with maps, the
-            per-image lists `mask_labels` (`(n_i, H, W)` float binary masks) and `class_labels` (`(n_i,)`).
+            `BatchFeature` with `pixel_values` `(B, 3, H, W)` and `pixel_mask` `(B, H, W)`; with maps, `labels`
+            `(B, H, W)` (class ids, `ignore_index` on padding) and the per-image lists `mask_labels` (`(n_i, H, W)`
+            float binary masks) and `class_labels` (`(n_i,)`) derived from them.
         """
         if return_tensors not in (None, "pt", "np"):
             raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
@@ -205,7 +215,7 @@ class ITAImageProcessor(BaseImageProcessor):
             pixel_mask[index, : image.shape[1], : image.shape[2]] = 1
         data = {"pixel_values": pixel_values, "pixel_mask": pixel_mask}
         if label_maps is not None:
-            data["mask_labels"], data["class_labels"] = self._targets(label_maps, (height, width))
+            data["labels"], data["mask_labels"], data["class_labels"] = self._targets(label_maps, (height, width))
         if return_tensors == "np":
             data = {
                 key: [v.numpy() for v in value] if isinstance(value, list) else value.numpy() for key, value in data.items()
@@ -233,17 +243,13 @@ class ITAImageProcessor(BaseImageProcessor):
         return labels
 
     def _targets(self, labels: list[torch.Tensor], canvas: tuple[int, int]):
-        """Per image: one binary mask per class present (sorted, ignore index excluded), zero padded to the canvas."""
-        mask_labels, class_labels = [], []
-        for label in labels:
-            classes = torch.unique(label)
-            classes = classes[classes != self.ignore_index]
-            masks = torch.zeros(len(classes), *canvas)
-            for row, class_id in enumerate(classes):
-                masks[row, : label.shape[0], : label.shape[1]] = (label == class_id).float()
-            mask_labels.append(masks)
-            class_labels.append(classes.long())
-        return mask_labels, class_labels
+        """Per image: the canvas-padded semantic map (`ignore_index` outside the image) and, from it, one binary mask
+        per class present."""
+        semantic = torch.full((len(labels), *canvas), self.ignore_index, dtype=torch.long)
+        for index, label in enumerate(labels):
+            semantic[index, : label.shape[0], : label.shape[1]] = label
+        mask_labels, class_labels = zip(*(semantic_to_mask_targets(label, self.ignore_index) for label in semantic))
+        return semantic, list(mask_labels), list(class_labels)
 
     def collate(self, items: list[dict]) -> dict:
         """Merge inputs preprocessed separately (`pixel_values` `(n, 3, h, w)`, `pixel_mask` `(n, h, w)` each) into
@@ -365,4 +371,4 @@ class ITAImageProcessor(BaseImageProcessor):
         return results
 
 
-__all__ = ["ITAImageProcessor", "resized_shape"]
+__all__ = ["ITAImageProcessor", "resized_shape", "semantic_to_mask_targets"]

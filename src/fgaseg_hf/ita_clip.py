@@ -39,6 +39,7 @@ class ITACLIP(nn.Module):
         self.vision_head = ITAVisionHead(config.vision_config.hidden_sizes[-1], config.head_hidden_size, config.projection_dim)
         self.text_model = CLIPTextModelWithProjection(config.text_config)
         self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
+        self.config = config
         self._text_cache: dict = {}
 
     def dense_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -66,11 +67,17 @@ class ITACLIP(nn.Module):
         key = (
             input_ids.detach().cpu().numpy().tobytes(), tuple(input_ids.shape),
             None if attention_mask is None else attention_mask.detach().cpu().numpy().tobytes(),
-            str(input_ids.device), self._text_version(),
+            str(input_ids.device), self._text_version(), self.config.trim_text_padding,
         )
         cached = self._text_cache.get(key)
         if cached is not None:
             return cached
+        if self.config.trim_text_padding and attention_mask is not None and input_ids.shape[0] > 0:
+            # Causal attention: no output up to a row's end-of-text token depends on the padding after it, so the
+            # columns past the longest prompt are dropped (77 -> ~12 tokens for typical prompts). Equal up to float
+            # rounding (other matrix shapes); `trim_text_padding=False` gives the original's bits.
+            length = max(1, int(attention_mask.sum(dim=1).max()))
+            input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
         with torch.no_grad():
             embeds = self.text_model(input_ids=input_ids, attention_mask=attention_mask).text_embeds
         if len(self._text_cache) >= 8:

@@ -37,6 +37,7 @@ from transformers.models.mask2former.modeling_mask2former import (
 from transformers.utils import ModelOutput
 
 from .configuration_ita import ITAConfig
+from .image_processing_ita import semantic_to_mask_targets
 from .ita_clip import ITACLIP, clip_crop
 from .ita_decoder import (
     ITATransformerDecoder,
@@ -137,7 +138,8 @@ class ITAPreTrainedModel(PreTrainedModel):
     # Parameters trained at the backbone learning-rate multiplier: the original's add_tgt_em sits inside its
     # backbone module, so its optimiser gives it BACKBONE_MULTIPLIER x the rate (the CLIP itself is frozen).
     backbone_parameter_prefixes = ("clip.", "dominant_projection")
-    keys_to_ignore_at_inference = [k for k in ITAOutput.__dataclass_fields__ if k not in ("loss", "logits")]
+    # The original's add_tgt_em is an nn.Embedding, which its optimiser leaves without weight decay.
+    no_weight_decay_parameters = ("dominant_projection",)
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -383,6 +385,7 @@ class ITAModel(ITAPreTrainedModel):
         seen_classes: torch.BoolTensor | None = None,
         mask_labels: list[torch.Tensor] | None = None,
         class_labels: list[torch.Tensor] | None = None,
+        labels: torch.LongTensor | None = None,
         target_sizes: list[tuple[int, int]] | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
@@ -405,6 +408,10 @@ class ITAModel(ITAPreTrainedModel):
                 default: none seen.
             mask_labels (`list[torch.Tensor]`): per image `(n_i, h, w)` binary masks (zero padded to the canvas).
             class_labels (`list[torch.LongTensor]`): per image `(n_i,)` class ids.
+            labels (`torch.LongTensor` of shape `(batch_size, height, width)`): semantic maps on the canvas
+                (`config.ignore_index` unlabelled and on padding), turned into `mask_labels` / `class_labels` as the
+                original's semantic dataset mapper does (the interface `Trainer` uses); ignored when `mask_labels`
+                are given (the image processor returns both).
             target_sizes (`list[tuple[int, int]]`): output size of each semantic map (`semantic_maps`).
             output_hidden_states (`bool`): also return backbone and pixel-decoder features.
         """
@@ -454,6 +461,18 @@ class ITAModel(ITAPreTrainedModel):
         out["image_sizes"] = image_sizes
         out["text_classifier"] = classifier
 
+        if labels is not None and mask_labels is None:
+            if labels.ndim != 3 or tuple(labels.shape[-2:]) != canvas or labels.shape[0] != pixel_values.shape[0]:
+                raise ValueError(
+                    f"labels must be (batch_size, height, width) = {(pixel_values.shape[0], *canvas)}, got "
+                    f"{tuple(labels.shape)}"
+                )
+            targets = [semantic_to_mask_targets(label, self.config.ignore_index) for label in labels]
+            mask_labels, class_labels = [t[0] for t in targets], [t[1] for t in targets]
+            if any(c.numel() and int(c.max()) >= num_classes for c in class_labels) or any(
+                c.numel() and int(c.min()) < 0 for c in class_labels
+            ):
+                raise ValueError(f"labels hold class ids outside 0..{num_classes - 1} (ignore {self.config.ignore_index})")
         if mask_labels is not None:
             if class_labels is None:
                 raise ValueError("mask_labels need class_labels (one class id per mask)")

@@ -219,7 +219,7 @@ def segment_images(
     per image (`image`, `labels_png`, `overlay_png`, `classes`: {name: pixel fraction}, `scores`)."""
     from tqdm.auto import tqdm
 
-    from .pipeline_fgaseg import default_class_names
+    from .pipeline_fgaseg import default_class_names, has_sliding_window
     from .visualization import coverage, render_overlay, save_label_map, save_overlay
 
     names = parse_label_list(labels) if labels is not None else None
@@ -234,6 +234,9 @@ def segment_images(
     if out_dir.exists() and not out_dir.is_dir():
         raise SegmentError(f"--output {output}: exists and is not a folder")
     pipe = load_pipeline(resolve_model_location(model), torch_device, torch_dtype)
+    if sliding_window and not has_sliding_window(pipe.image_processor):
+        family = MODEL_FAMILIES.get(pipe.model.config.model_type, ("this",))[0]
+        raise SegmentError(f"--sliding-window: {family} models have no sliding-window inference")
     if names is None:
         try:
             names = default_class_names(pipe.model.config)

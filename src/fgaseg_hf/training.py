@@ -2,19 +2,21 @@
 
 A run config (YAML or JSON) has four blocks:
 
-- `model`: `preset` (a name from `configs/` or a JSON path) with `overrides` (any `FGASegConfig` field), plus one of
-  `clip_pretrained` (a CLIP checkpoint to start from) or `from_pretrained` (an FGA-Seg folder to continue); `tokenizer`:
-  "clip" (CLIP's BPE, built offline), "characters" (one token per character, for small text towers trained from
-  scratch) or a tokenizer folder; `clip_finetune` overrides the preset's policy.
+- `model`: `family` ("fgaseg" or "ita"; by default inferred from the preset or the folder, see
+  `training_families`), `preset` (a name from `configs/` or a JSON path) with `overrides` (any field of the
+  family's config), plus one of `clip_pretrained` (a CLIP checkpoint to start from: a transformers CLIP for FGA-Seg,
+  open_clip ConvNeXt weights for ITA) or `from_pretrained` (a folder of ours to continue); `tokenizer`: "clip"
+  (CLIP's BPE, built offline), "characters" (one token per character, for small text towers trained from scratch)
+  or a tokenizer folder; `clip_finetune` overrides FGA-Seg's policy (ITA's CLIP is always frozen).
 - `data`: `path` (a folder with `train/` and `validation/` splits as `fgaseg_hf.data.synthetic` writes them, each
   with `metadata.jsonl`), or `dataset` (a `datasets` name or local folder for `load_dataset`) with `train_split` and
   `eval_split`; `image_column`, `label_column`; `class_names` (a list or a JSON file; default: the folder's
   `class_names.json`); `reduce_labels`.
 - `augmentation`: `AugmentationConfig` fields (crop, resize jitter, category-area crop retries, flip, colour jitter).
-- `training`: `TrainingArguments` fields, plus `backbone_lr_multiplier` (0.01: CLIP at a hundredth of the learning
-  rate, as the original). Defaults are the original recipe: AdamW, lr 2e-4, weight decay 1e-4 (none on
-  normalisation layers and embeddings), cosine schedule without warm-up, gradient clipping at norm 0.01 over the whole
-  model.
+- `training`: `TrainingArguments` fields, plus `backbone_lr_multiplier`. Defaults are each original's recipe
+  (`training_families`): for FGA-Seg AdamW, lr 2e-4, weight decay 1e-4, cosine schedule without warm-up, CLIP at
+  0.01 x the rate; for ITA AdamW, lr 1e-4, weight decay 0.05, constant rate. Both: no weight decay on
+  normalisation layers and embeddings, gradient clipping at norm 0.01 over the whole model.
 
 The same script runs on one CPU or GPU and under `torchrun` / `accelerate launch` on several processes.
 """
@@ -33,20 +35,9 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from .augmentation import AugmentationConfig, TrainingAugmentation
+from .training_families import FGASegFamily, TrainingConfigError, build_tokenizer, family_of
 
-RECIPE = {
-    "learning_rate": 2e-4,
-    "weight_decay": 1e-4,
-    "lr_scheduler_type": "cosine",
-    "warmup_steps": 0,
-    "max_grad_norm": 0.01,
-    "optim": "adamw_torch",
-}
 NO_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.Embedding)
-
-
-class TrainingConfigError(ValueError):
-    """A problem with the run config or the data, reported in one line."""
 
 
 # --------------------------------------------------------------------------------------------- config
@@ -144,84 +135,45 @@ class AugmentationEpoch(TrainerCallback):
         self.holder["epoch"] = int(math.floor(state.epoch + 1e-9))
 
 
-def make_transforms(processor, augmentation: TrainingAugmentation, reduce_labels: bool, seed: int = 0, holder=None):
+def make_transforms(processor, augmentation: TrainingAugmentation, reduce_labels: bool, seed: int = 0, holder=None,
+                    family=None):
     """Batch transforms for `Dataset.with_transform`: augmented crops for training (sample `i` of epoch `e` draws
     from a generator seeded with `(seed, e, i)`; the dataset needs a `sample_index` column), the processor alone for
-    evaluation."""
+    evaluation. `family` (`training_families`) turns images and label maps into model inputs (default FGA-Seg)."""
     holder = holder if holder is not None else {"epoch": 0}
+    family = family or FGASegFamily()
 
     def train_transform(batch):
         rngs = [np.random.default_rng([seed, holder["epoch"], int(i)]) for i in batch["sample_index"]]
         pairs = [augmentation(image, label, rng) for image, label, rng in zip(batch["image"], batch["annotation"], rngs)]
-        out = processor.image_processor(
-            [p[0] for p in pairs], segmentation_maps=[p[1] for p in pairs], do_reduce_labels=reduce_labels
-        )
-        return {"pixel_values": out["pixel_values"], "labels": out["labels"]}
+        return family.encode(processor, [p[0] for p in pairs], [p[1] for p in pairs], reduce_labels, train=True)
 
     def eval_transform(batch):
-        out = processor.image_processor(batch["image"], segmentation_maps=batch["annotation"], do_reduce_labels=reduce_labels)
-        return {"pixel_values": out["pixel_values"], "labels": out["labels"]}
+        return family.encode(processor, batch["image"], batch["annotation"], reduce_labels, train=False)
 
     return train_transform, eval_transform
 
 
 # --------------------------------------------------------------------------------------------- model
-def build_tokenizer(name: str, max_length: int):
-    from .clip_tokenizer import build_character_tokenizer, build_clip_tokenizer
-
-    if name == "clip":
-        return build_clip_tokenizer(max_length)
-    if name == "characters":
-        return build_character_tokenizer(max_length)
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(name)
-
-
 def build_model(model_block: dict, class_names: list[str]):
-    """`(FGASegModel, FGASegProcessor)` for the run, the class names stored as the model's default vocabulary."""
-    from .configuration_fgaseg import FGASegConfig, preset_values
-    from .modeling_fgaseg import FGASegModel
-    from .processing_fgaseg import FGASegProcessor
-
-    overrides = dict(model_block.get("overrides", {}))
-    if "from_pretrained" in model_block:
-        model = FGASegModel.from_pretrained(model_block["from_pretrained"])
-        processor = FGASegProcessor.from_pretrained(model_block["from_pretrained"])
-    else:
-        if "clip_pretrained" in model_block:
-            model = FGASegModel.from_clip_pretrained(model_block["clip_pretrained"], model_block.get("preset"), **overrides)
-        else:
-            base = preset_values(model_block.get("preset", "vitb_384_fast_cat"))
-            clip = base.pop("clip_config")
-            for tower in ("text_config", "vision_config"):
-                clip[tower] = {**clip.get(tower, {}), **overrides.get("clip_config", {}).get(tower, {})}
-            clip.update({k: v for k, v in overrides.pop("clip_config", {}).items() if not k.endswith("_config")})
-            model = FGASegModel(FGASegConfig(clip_config=clip, **{**base, **overrides}))
-        text = model.config.clip_config.text_config
-        tokenizer = build_tokenizer(model_block.get("tokenizer", "clip"), text.max_position_embeddings)
-        if len(tokenizer) > text.vocab_size:
-            raise TrainingConfigError(
-                f"the tokenizer has {len(tokenizer)} tokens but the text tower's vocabulary has {text.vocab_size}"
-            )
-        processor = FGASegProcessor.from_model_config(model.config, tokenizer)
-    if "clip_finetune" in model_block:
-        model.apply_finetune_policy(model_block["clip_finetune"])
-    model.set_default_vocabulary(class_names, processor.tokenize_vocabulary(class_names)["input_ids"])
-    return model, processor
+    """`(model, processor)` for the run (FGA-Seg or ITA, see `training_families`), the class names stored as the
+    model's default vocabulary."""
+    return family_of(model_block).build(model_block, class_names)
 
 
 def parameter_groups(model: nn.Module, learning_rate: float, weight_decay: float, backbone_lr_multiplier: float):
     """AdamW groups of the original recipe: backbone (CLIP) parameters at `backbone_lr_multiplier` times the rate;
-    no weight decay on normalisation layers and embeddings."""
+    no weight decay on normalisation layers and embeddings (nor on the parameters a model lists in
+    `no_weight_decay_parameters`: those the original held in embedding modules)."""
     prefixes = tuple(getattr(model, "backbone_parameter_prefixes", ()))
+    no_decay_names = tuple(getattr(model, "no_weight_decay_parameters", ()))
     groups: dict[tuple[bool, bool], list] = {}
     for module_name, module in model.named_modules():
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad:
                 continue
             full_name = f"{module_name}.{name}" if module_name else name
-            key = (full_name.startswith(prefixes), isinstance(module, NO_DECAY_MODULES))
+            key = (full_name.startswith(prefixes), isinstance(module, NO_DECAY_MODULES) or full_name in no_decay_names)
             groups.setdefault(key, []).append(param)
     return [
         {
@@ -252,8 +204,8 @@ class SegmentationTrainer(Trainer):
 
 
 # --------------------------------------------------------------------------------------------- run
-def training_arguments(block: dict, output_dir: str | None) -> TrainingArguments:
-    values = {**RECIPE, **block}
+def training_arguments(block: dict, output_dir: str | None, recipe: dict | None = None) -> TrainingArguments:
+    values = {**(recipe if recipe is not None else FGASegFamily.recipe), **block}
     values.pop("backbone_lr_multiplier", None)
     if output_dir is not None:
         values["output_dir"] = output_dir
@@ -281,22 +233,23 @@ def run_training(config, output_dir: str | None = None, resume_from_checkpoint=N
     train, evaluation, class_names = load_splits(data)
     # Seeded before the model is built, so that a new head (or a model from scratch) starts the same every run.
     set_seed(int(config.get("training", {}).get("seed", 42)))  # TrainingArguments' default seed
-    model, processor = build_model(config.get("model", {}), class_names)
+    family = family_of(config.get("model", {}))
+    model, processor = family.build(config.get("model", {}), class_names)
     reduce_labels = bool(data.get("reduce_labels", False))
     check_label_values(train, len(class_names), model.config.ignore_index, reduce_labels)
     if evaluation is not None:
         check_label_values(evaluation, len(class_names), model.config.ignore_index, reduce_labels)
 
-    augmentation_block = {"crop_size": model.config.clip_resolution, "min_sizes": [model.config.clip_resolution]}
+    augmentation_block = family.default_augmentation(model.config)
     augmentation_block.update(config.get("augmentation", {}))
     augmentation_block["ignore_index"] = model.config.ignore_index
     augmentation = TrainingAugmentation(AugmentationConfig(**augmentation_block))
     seed = int(config.get("training", {}).get("seed", 42))
     epoch_holder = {"epoch": 0}
-    train_transform, eval_transform = make_transforms(processor, augmentation, reduce_labels, seed, epoch_holder)
+    train_transform, eval_transform = make_transforms(processor, augmentation, reduce_labels, seed, epoch_holder, family)
     train = train.add_column("sample_index", list(range(len(train))))
 
-    args = training_arguments(config.get("training", {}), output_dir)
+    args = training_arguments(config.get("training", {}), output_dir, family.recipe)
     if evaluation is None and args.eval_strategy != "no":
         raise TrainingConfigError("evaluation is enabled but the data has no eval split")
     trainer = SegmentationTrainer(
@@ -306,7 +259,8 @@ def run_training(config, output_dir: str | None = None, resume_from_checkpoint=N
         eval_dataset=evaluation.with_transform(eval_transform) if evaluation is not None else None,
         compute_metrics=streaming_metrics_for_trainer(len(class_names), model.config.ignore_index, model.config.id2label),
         preprocess_logits_for_metrics=argmax_logits_for_metrics,
-        backbone_lr_multiplier=float(config.get("training", {}).get("backbone_lr_multiplier", 0.01)),
+        data_collator=family.collator(processor, model.config.ignore_index),
+        backbone_lr_multiplier=float(config.get("training", {}).get("backbone_lr_multiplier", family.backbone_lr_multiplier)),
         callbacks=[AugmentationEpoch(epoch_holder)],
     )
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
@@ -323,7 +277,7 @@ def main(argv=None) -> int:
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="fgaseg train", description="fine-tune FGA-Seg with transformers' Trainer")
+    parser = argparse.ArgumentParser(prog="fgaseg train", description="fine-tune FGA-Seg or ITA with transformers' Trainer")
     parser.add_argument("--config", required=True, help="run config (YAML or JSON) with model, data, augmentation, training")
     parser.add_argument("--output-dir", help="overrides training.output_dir")
     parser.add_argument("--resume", nargs="?", const=True, default=None,
