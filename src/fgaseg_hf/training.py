@@ -35,7 +35,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from .augmentation import AugmentationConfig, TrainingAugmentation
-from .training_families import FGASegFamily, TrainingConfigError, build_tokenizer, family_of
+from .training_families import FGASegFamily, TrainingConfigError, family_of
 
 NO_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.Embedding)
 
