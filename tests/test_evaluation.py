@@ -211,6 +211,50 @@ def test_an_ita_model_is_evaluated_with_its_own_preprocessing(fake_ade150, tmp_p
         confusion.update(processor.post_process_semantic_segmentation(outputs, target_sizes=[tuple(label.shape)])[0], label)
     assert report["results"]["ade150"]["mIoU"] == pytest.approx(confusion.compute_detectron2()["mean_iou"], abs=1e-12)
     assert "sliding_window" not in report["protocol"]
+    card = tmp_path / "card.md"
     code = evaluate_main(["--model", str(folder), "--benchmarks", "ade150", "--root", str(fake_ade150), "--output",
+                          str(tmp_path / "x.json"), "--card", str(card), "--no-progress", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    metadata, body = parse_model_card(card.read_text(encoding="utf-8"))
+    assert "ita" in metadata["tags"] and "fgaseg" not in metadata["tags"]
+    assert metadata["model-index"][0]["results"][0]["metrics"][0]["value"] == report["results"]["ade150"]["mIoU"]
+    assert "ITAModel" in body and "FGASegModel" not in body
+
+
+def test_card_for_a_saved_ita_folder(tmp_path):
+    """A card for a trained ITA folder with results: its model-index and ITA's classes in the snippets."""
+    from test_modeling_ita import make_ita
+
+    from fgaseg_hf.model_card import render_model_card
+
+    folder = tmp_path / "tiny-ita"
+    make_ita().save_pretrained(folder)
+    results = {"ade150": {"dataset_name": "ADE20K-150", "dataset_type": "scene_parse_150", "split": "validation",
+                          "mIoU": 0.25, "per_class_iou": {"wall": 0.5, "floor": None}}}
+    metadata, body = parse_model_card(render_model_card(folder, results, model_name="tiny-ita"))
+    (entry,) = metadata["model-index"]
+    assert entry["name"] == "tiny-ita" and entry["results"][0]["metrics"][0]["value"] == 0.25
+    assert "from fgaseg_hf import ITAModel, ITAProcessor" in body and "ITAModel.from_pretrained" in body
+    assert "FGASegModel" not in body and "family: ita" in body
+    assert "| ade150 | ADE20K-150 (`scene_parse_150`) | validation | 25.0 |" in body
+
+
+def test_card_refuses_other_model_types(tmp_path, capsys, monkeypatch):
+    """`--card` (like evaluating itself) refuses a folder of another architecture, in one line, before evaluating."""
+    from transformers import BertConfig
+
+    folder = tmp_path / "bert"
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(folder)
+    code = evaluate_main(["--model", str(folder), "--benchmarks", "ade150", "--root", str(tmp_path), "--output",
                           str(tmp_path / "x.json"), "--card", str(tmp_path / "card.md")])
-    assert code == 2 and "FGA-Seg models only" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "'bert'" in err
+    assert err.count("\n") == 1 and not (tmp_path / "x.json").exists() and not (tmp_path / "card.md").exists()
+    # A location that resolves (as a Hub id would) to a config of another type: the --card check itself.
+    import fgaseg_hf.segment
+
+    monkeypatch.setattr(fgaseg_hf.segment, "resolve_model_location", lambda model: model)
+    code = evaluate_main(["--model", str(folder), "--benchmarks", "ade150", "--root", str(tmp_path), "--output",
+                          str(tmp_path / "x.json"), "--card", str(tmp_path / "card.md")])
+    err = capsys.readouterr().err
+    assert code == 2 and err == "error: --card: model cards are written for FGA-Seg and ITA models only, not 'bert'\n"

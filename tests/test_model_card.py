@@ -1,5 +1,5 @@
-"""Model cards: generated cards parse and the Hub accepts them, results become a valid model-index, the committed
-cards in model_cards/ match the generator, and the CLI writes files."""
+"""Model cards (FGA-Seg and ITA): generated cards parse and the Hub accepts them, results become a valid model-index,
+the committed cards in model_cards/ match the generator, and the CLI writes files."""
 
 import copy
 import json
@@ -13,7 +13,9 @@ from huggingface_hub import ModelCard
 from fgaseg_hf import FGASegConfig
 from fgaseg_hf.model_card import (
     CARD_TEMPLATE,
+    ITA_CLIP_HUB_ID,
     REQUIRED_METADATA_KEYS,
+    default_model_name,
     main,
     parse_model_card,
     render_model_card,
@@ -23,9 +25,11 @@ from fgaseg_hf.model_card import (
 
 ROOT = Path(__file__).resolve().parents[1]
 CARDS = ROOT / "model_cards"
+# card file -> (preset, base model, the architecture's tag)
 PRESET_CARDS = {
-    "fgaseg-vitb16-384.md": ("vitb_384_fast_cat", "openai/clip-vit-base-patch16"),
-    "fgaseg-vitl14-336.md": ("vitl_336_fast_cat", "openai/clip-vit-large-patch14-336"),
+    "fgaseg-vitb16-384.md": ("vitb_384_fast_cat", "openai/clip-vit-base-patch16", "fgaseg"),
+    "fgaseg-vitl14-336.md": ("vitl_336_fast_cat", "openai/clip-vit-large-patch14-336", "fgaseg"),
+    "ita-convnext-large-d-320.md": ("ita_convnext_large_d_320", ITA_CLIP_HUB_ID, "ita"),
 }
 RESULTS = {
     "ade150": {"dataset_name": "ADE20K-150", "dataset_type": "scene_parse_150", "split": "validation",
@@ -36,28 +40,29 @@ RESULTS = {
 
 
 def preset_card(preset: str, base_model: str) -> str:
-    name = next(file for file, (p, _) in PRESET_CARDS.items() if p == preset)[:-3]
+    name = next(file for file, (p, _, _) in PRESET_CARDS.items() if p == preset)[:-3]
     return render_model_card(preset, model_name=name, base_model=base_model)
 
 
 @pytest.mark.parametrize("file", sorted(PRESET_CARDS))
 def test_preset_cards_parse_and_hub_accepts_them(file):
-    preset, base_model = PRESET_CARDS[file]
+    preset, base_model, tag = PRESET_CARDS[file]
     text = preset_card(preset, base_model)
     front = yaml.safe_load(text.split("---\n")[1])
     for key in REQUIRED_METADATA_KEYS:
         assert key in front
     assert front["library_name"] == "transformers" and front["pipeline_tag"] == "image-segmentation"
-    assert {"fgaseg", "open-vocabulary", "semantic-segmentation", "clip"} <= set(front["tags"])
+    assert {tag, "open-vocabulary", "semantic-segmentation", "clip"} <= set(front["tags"])
     assert front["base_model"] == base_model and "model-index" not in front
     metadata, body = parse_model_card(text)
     assert metadata == front
     data = ModelCard(text, ignore_metadata_errors=False).data
     assert data.license == "apache-2.0" and data.base_model == base_model
-    config = FGASegConfig.from_preset(preset)
-    assert f"{config.clip_resolution} x {config.clip_resolution} px" in body
     assert "never released" in body and "fgaseg train --config" in body and "fgaseg evaluate" in body
-    assert f'preset="{preset}"' in body
+    assert f'"{preset}"' in body and f"  preset: {preset}\n" in body and f"# {file[:-3]}\n" in body
+    if tag == "fgaseg":
+        config = FGASegConfig.from_preset(preset)
+        assert f"{config.clip_resolution} x {config.clip_resolution} px" in body and f'preset="{preset}"' in body
 
 
 def test_card_names_the_clip_variant():
@@ -67,7 +72,7 @@ def test_card_names_the_clip_variant():
 
 @pytest.mark.parametrize("file", sorted(PRESET_CARDS))
 def test_committed_cards_are_up_to_date(file):
-    preset, base_model = PRESET_CARDS[file]
+    preset, base_model, _ = PRESET_CARDS[file]
     committed = (CARDS / file).read_text(encoding="utf-8")
     assert committed == preset_card(preset, base_model), (
         f"model_cards/{file} is stale: python -m fgaseg_hf.model_card --preset {preset} --output model_cards/{file}"
@@ -149,10 +154,14 @@ def test_write_model_card_for_a_saved_folder(tmp_path):
     assert 'model="me/tiny"' in body and "No trained weights." not in body
 
 
-def test_cli_writes_preset_card(tmp_path):
+@pytest.mark.parametrize("file", sorted(PRESET_CARDS))
+def test_cli_writes_preset_card(file, tmp_path):
+    """The CLI's defaults (card name, base model) give the committed card."""
+    preset = PRESET_CARDS[file][0]
+    assert default_model_name(preset) == file[:-3]
     output = tmp_path / "cards" / "card.md"
-    assert main(["--preset", "vitb_384_fast_cat", "--output", str(output)]) == 0
-    assert output.read_text(encoding="utf-8") == (CARDS / "fgaseg-vitb16-384.md").read_text(encoding="utf-8")
+    assert main(["--preset", preset, "--output", str(output)]) == 0
+    assert output.read_text(encoding="utf-8") == (CARDS / file).read_text(encoding="utf-8")
 
 
 def test_cli_writes_trained_folder_card(tmp_path, capsys):
@@ -168,3 +177,86 @@ def test_cli_writes_trained_folder_card(tmp_path, capsys):
     results_file.write_text(json.dumps({"ade150": {"mIoU": 0.3}}), encoding="utf-8")
     assert main(["--model-dir", str(model_dir), "--results", str(results_file), "--model-name", "run-1"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- ITA
+def ita_row(body: str, name: str) -> str:
+    return next(line for line in body.splitlines() if line.startswith(f"| {name} | "))
+
+
+def test_ita_preset_card():
+    from fgaseg_hf import ITAConfig
+
+    config = ITAConfig.from_preset("ita_convnext_large_d_320")
+    metadata, body = parse_model_card(preset_card("ita_convnext_large_d_320", ITA_CLIP_HUB_ID))
+    assert {"ita", "fc-clip"} <= set(metadata["tags"]) and "fgaseg" not in metadata["tags"]
+    assert metadata["base_model"] == ITA_CLIP_HUB_ID
+    assert "An ITA open-vocabulary semantic segmentation model" in body and "frozen CLIP ConvNeXt-Large" in body
+    # Usage and fine-tuning name ITA's classes and its way to start from open_clip weights.
+    assert "from fgaseg_hf import ITAModel, ITAProcessor" in body and "FGASeg" not in body
+    assert "  family: ita\n" in body and "convert_open_clip_checkpoint(weights" in body
+    assert "open_clip_pytorch_model.bin" in body and "--model-name my-ita" in body
+    # The architecture table reads the preset.
+    assert "192, 384, 768, 1536" in ita_row(body, "CLIP") and "3, 3, 27, 3" in ita_row(body, "CLIP")
+    assert "embedding size 768; frozen" in ita_row(body, "CLIP")
+    assert "6 deformable layers, width 256" in ita_row(body, "Pixel decoder")
+    decoder = ita_row(body, "Decoder")
+    assert "10 predictions" in decoder and "180 learned + 20 text queries" in decoder
+    assert "without self-attention" in decoder
+    ensemble = ita_row(body, "Ensemble")
+    assert "alpha 0.4" in ensemble and "beta 0.8" in ensemble
+    assert (f"{len(config.seen_class_names)} training classes" in ensemble if config.seen_class_names
+            else "no training classes" in ensemble)
+    assert ita_row(body, "Prompt templates").startswith("| Prompt templates | 14 (ViLD's)")
+    assert "shortest edge 800 px, longest at most 1333 px" in ita_row(body, "Test size")
+    assert "No evaluation results. The original authors of ITA never released" in body
+
+
+def test_ita_card_from_a_config_object_follows_it():
+    from test_modeling_ita import tiny_ita_config
+
+    config = tiny_ita_config(geometric_ensemble_alpha=0.25, num_learned_queries=7, min_size_test=48, max_size_test=96)
+    metadata, body = parse_model_card(render_model_card(config, model_name="tiny-ita"))
+    assert "ita" in metadata["tags"] and "base_model" not in metadata
+    assert "on a frozen CLIP ConvNeXt," in body and "| Preset |" not in body
+    assert "8, 16, 24, 32" in ita_row(body, "CLIP") and "7 learned + 20 text queries" in ita_row(body, "Decoder")
+    assert "alpha 0.25" in ita_row(body, "Ensemble") and "2 training classes" in ita_row(body, "Ensemble")
+    assert "| Prompt templates | 2: " in body and "shortest edge 48 px, longest at most 96 px" in body
+    # The snippets still start from the released CLIP.
+    assert f'hf_hub_download("{ITA_CLIP_HUB_ID}"' in body
+
+
+def test_ita_preset_json_is_recognised_by_content(tmp_path):
+    preset = tmp_path / "my_ita.json"
+    preset.write_text((ROOT / "configs" / "ita_convnext_large_d_320.json").read_text(encoding="utf-8"))
+    _, body = parse_model_card(render_model_card(preset, model_name="my-ita"))
+    assert "from fgaseg_hf import ITAModel" in body and 'ita_preset_values("path/to/config.json")' in body
+
+
+def test_cli_writes_ita_folder_card(tmp_path):
+    from test_modeling_ita import make_ita
+
+    model_dir = tmp_path / "ita-run"
+    make_ita().save_pretrained(model_dir)
+    results_file = tmp_path / "eval.json"
+    results_file.write_text(json.dumps(RESULTS), encoding="utf-8")
+    assert main(["--model-dir", str(model_dir), "--results", str(results_file), "--model-name", "ita-run-1",
+                 "--repo-id", "me/ita-run-1", "--write"]) == 0
+    metadata, body = parse_model_card((model_dir / "README.md").read_text(encoding="utf-8"))
+    assert "ita" in metadata["tags"] and metadata["model-index"][0]["name"] == "ita-run-1"
+    assert [r["metrics"][0]["value"] for r in metadata["model-index"][0]["results"]] == [0.312, 0.574]
+    assert 'ITAModel.from_pretrained("me/ita-run-1")' in body and "FGASegModel" not in body
+    assert "trained with `fgaseg_hf` on a frozen open_clip CLIP" in body and "No trained weights." not in body
+    path = write_model_card(model_dir, model_name="ita-run-2")
+    assert parse_model_card(path.read_text(encoding="utf-8"))[0]["tags"][0] == "ita"
+
+
+def test_unknown_folders_and_presets_are_refused(tmp_path, capsys):
+    from transformers import BertConfig
+
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="FGA-Seg and ITA models only, not 'bert'"):
+        render_model_card(tmp_path, model_name="x")
+    assert main(["--preset", "no_such_preset"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown preset 'no_such_preset'" in err and "ita_convnext_large_d_320" in err

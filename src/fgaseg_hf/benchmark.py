@@ -16,8 +16,10 @@ case after warm-up calls and as the median of the repeats:
   recipe's 1024 px crops, labels in a 4 x 4 grid of random classes);
 - `metric`: the streaming confusion-matrix mIoU against the standard store-everything algorithm on random maps.
 
-Peak memory is the process's peak RSS on CPU (so, by default, every case runs in a fresh process: `--no-isolate`
-runs them in this one, and then the peaks only grow) and `torch.cuda.max_memory_allocated` on CUDA.
+CPU inference cases run with `cpu_memory.keep_freed_memory()`, as `fgaseg segment` and `fgaseg evaluate` do
+(`--default-malloc` measures without it). Peak memory is the process's peak RSS on CPU (so, by default, every case
+runs in a fresh process: `--no-isolate` runs them in this one, and then the peaks only grow) and
+`torch.cuda.max_memory_allocated` on CUDA.
 """
 
 from __future__ import annotations
@@ -226,6 +228,11 @@ def run_case(case: dict) -> dict:
     kind = case["kind"]
     if kind == "metric":
         return {**case, **measure_metric(case)}
+    if device.type == "cpu" and kind != "train_step" and case.get("keep_freed_memory", True):
+        # What `fgaseg segment` / `fgaseg evaluate` do on CPU (see `cpu_memory`).
+        from .cpu_memory import keep_freed_memory
+
+        case = {**case, "keep_freed_memory": keep_freed_memory()}
     model = build_model(case["preset"], device)
     bench = bench_for(case["preset"])
     generator = torch.Generator().manual_seed(0)
@@ -353,6 +360,8 @@ def plan_cases(args) -> list[dict]:
     dtypes = args.dtypes.split(",") if args.dtypes else (["float32", "bfloat16", "float16"] if cuda else ["float32"])
     compiles = [False, True] if (cuda and not args.no_compile) else [False]
     common = {"device": device, "warmup": args.warmup, "repeats": args.repeats}
+    if args.default_malloc:
+        common["keep_freed_memory"] = False
     classes = [int(c) for c in args.classes.split(",")]
     cases = []
     for preset in args.preset:
@@ -478,6 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-isolate", action="store_true", help="run every case in this process")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="CPU inference with glibc's default allocation policy (not fgaseg_hf.cpu_memory's)")
     parser.add_argument("--output", default="benchmark.json", help="JSON report (default: %(default)s)")
     parser.add_argument("--markdown", help="Markdown table (default: the JSON path with .md)")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # one case, for the isolated child processes

@@ -43,6 +43,10 @@ def _convert(args) -> int:
 def _segment(args) -> int:
     from .segment import SegmentError, segment_images
 
+    if args.device == "cpu":
+        from .cpu_memory import keep_freed_memory
+
+        keep_freed_memory()
     try:
         records = segment_images(
             args.images, args.labels, model=args.model, output=args.output, sliding_window=args.sliding_window,

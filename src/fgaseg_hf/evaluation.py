@@ -338,6 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .segment import SegmentError
 
     args = build_parser().parse_args(argv)
+    if args.device == "cpu":
+        from .cpu_memory import keep_freed_memory
+
+        keep_freed_memory()
     root = args.root or os.environ.get("DETECTRON2_DATASETS", "datasets")
     benchmarks = [key.strip() for key in args.benchmarks.split(",") if key.strip()]
     try:
@@ -345,11 +349,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.card:
             from transformers import AutoConfig
 
+            from .model_card import FAMILIES
             from .segment import resolve_model_location
 
             model_type = AutoConfig.from_pretrained(resolve_model_location(args.model)).model_type
-            if model_type != "fgaseg":
-                raise EvaluationError(f"--card: model cards are written for FGA-Seg models only, not {model_type!r}")
+            if model_type not in FAMILIES:
+                titles = " and ".join(family.title for family in FAMILIES.values())
+                raise EvaluationError(f"--card: model cards are written for {titles} models only, not {model_type!r}")
         report = run_evaluation(args.model, benchmarks, root, settings, device=args.device, dtype=args.dtype,
                                 progress=not args.no_progress)
     except (EvaluationError, SegmentError, ValueError) as error:

@@ -143,18 +143,24 @@ class WindowAttentionBlock(nn.Module):
         windows = order.numel() // (self.window * self.window)
         # Shift and window partition are one permutation of the map's positions: a single gather.
         h = self.norm1(x).flatten(2, 3).index_select(2, order).view(batch * classes, windows, -1, channels)
-        g = None
+        # q, k and v of the cost features in one matrix product; the guidance halves of q and k are computed once
+        # per image and added in place to every class.
+        weight = torch.cat([self.q.weight[:, :channels], self.k.weight[:, :channels], self.v.weight])
+        qkv = F.linear(h, weight, torch.cat([self.q.bias, self.k.bias, self.v.bias]))
         if guidance is not None:
             g = guidance.flatten(1, 2).index_select(1, order).view(batch, 1, windows, -1, guidance.shape[-1])
-            h = h.view(batch, classes, windows, -1, channels)
-        q = split_linear(h, g, self.q).view(batch * classes, windows, -1, channels)
-        k = split_linear(h, g, self.k).view(batch * classes, windows, -1, channels)
-        v = self.v(h).view(batch * classes, windows, -1, channels)
+            qk_guidance = F.linear(g, torch.cat([self.q.weight[:, channels:], self.k.weight[:, channels:]]))
+            qkv.view(batch, classes, windows, -1, 3 * channels)[..., : 2 * channels] += qk_guidance
+        q, k, v = qkv.split(channels, dim=-1)
         mask = self._geometry(height, width, x.device, q.dtype)[2]
         out = self.proj(self._attend(q, k, v, mask))
         out = out.view(batch, classes, -1, channels).index_select(2, inverse).view(batch, classes, height, width, channels)
-        x = x + out
-        return x + self.mlp(self.norm2(x))
+        x = out.add_(x)
+        # The MLP's large intermediate is updated in place: a fresh buffer of that size costs page faults on CPU.
+        hidden = self.mlp.fc1(self.norm2(x))
+        exact_gelu = isinstance(self.mlp.act, nn.GELU) and self.mlp.act.approximate == "none"
+        hidden = torch.ops.aten.gelu_(hidden) if exact_gelu else self.mlp.act(hidden)
+        return self.mlp.fc2(hidden).add_(x)
 
 
 class SpatialAggregation(nn.Module):
