@@ -304,7 +304,7 @@ def test_clear_errors(folder, tmp_path, capsys):
     (tmp_path / "clip").mkdir()
     (tmp_path / "clip" / "config.json").write_text(json.dumps({"model_type": "clip"}))
     for extra, message in [
-        (["--model", str(folder), "--sliding-window"], "sliding_window=True is only available for FGA-Seg models"),
+        (["--model", str(folder), "--sliding-window"], "--sliding-window: ITA models have no sliding-window inference"),
         (["--model", str(tmp_path / "clip")], "not an FGA-Seg model nor an ITA model (its config has model_type 'clip'"),
     ]:
         code = main(["segment", str(tmp_path / "x.png"), "--labels", "sky, road", "--output", str(tmp_path / "out"), *extra])

@@ -147,6 +147,10 @@ def test_training_updates_only_the_head_and_saves_a_complete_model(scenes, tmp_p
     assert "dominant_projection" in changed
     assert trained.default_class_names() == NAMES and trained.config.seen_class_names == NAMES
     processor = ITAProcessor.from_pretrained(tmp_path / "run")
+    assert processor.seen_class_names == NAMES
+    # Continuing from the trained folder on other classes: both lists are seen.
+    more, _ = build_model({"from_pretrained": str(tmp_path / "run"), "tokenizer": "characters"}, ["snow", "sky"])
+    assert more.config.seen_class_names == NAMES + ["snow"] and more.default_class_names() == ["snow", "sky"]
 
     # The Trainer's mIoU is the saved model's, evaluated by hand on the validation images at the test size.
     hist = np.zeros((7, 7), dtype=np.int64)
@@ -163,3 +167,25 @@ def test_training_updates_only_the_head_and_saves_a_complete_model(scenes, tmp_p
     present = hist.sum(1) > 0
     iou = np.diag(hist) / np.maximum(hist.sum(0) + hist.sum(1) - np.diag(hist), 1)
     assert metrics["eval_mean_iou"] == pytest.approx(iou[present].mean(), abs=1e-6)
+
+
+def test_two_processes_train_ita_and_report_the_same_eval_miou_as_one(scenes, tmp_path):
+    """torchrun with 2 CPU processes (gloo): DDP over ITA's trainable head (CLIP frozen) runs, and with learning
+    rate 0 the evaluation sees the same model as a single-process run."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = run_config(scenes, tmp_path / "p2", max_steps=2, learning_rate=0.0, eval_strategy="steps", eval_steps=2,
+                        per_device_eval_batch_size=2, ddp_backend="gloo")
+    (tmp_path / "p2.json").write_text(json.dumps(config))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", "29611", str(script),
+               "--config", str(tmp_path / "p2.json")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads((tmp_path / "p2" / "training_history.json").read_text())["final_metrics"]
+    one = run_training(run_config(scenes, tmp_path / "p1", max_steps=2, learning_rate=0.0, per_device_eval_batch_size=2))
+    assert two["eval_mean_iou"] == one["eval_mean_iou"] and two["eval_overall_accuracy"] == one["eval_overall_accuracy"]

@@ -129,7 +129,9 @@ class ITAFamily:
             tokenizer = build_tokenizer(block.get("tokenizer", "clip"), text.max_position_embeddings)
             check_tokenizer(tokenizer, text.vocab_size)
             processor = ITAProcessor.from_model_config(model.config, tokenizer)
-        seen = list(model.config.seen_class_names) + [n for n in class_names if n not in model.config.seen_class_names]
+        # A new head has seen only this run's classes (not the preset's COCO list); a trained one keeps its own too.
+        previous = list(model.config.seen_class_names) if "from_pretrained" in block else []
+        seen = previous + [n for n in class_names if n not in previous]
         model.config.seen_class_names = processor.seen_class_names = seen
         model.set_default_vocabulary(class_names, processor.tokenizer)
         return model, processor
