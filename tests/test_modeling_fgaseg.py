@@ -327,3 +327,22 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model(x, ids, labels=labels).loss.backward()
     for name, grad in plain.items():
         assert torch.allclose(model.get_parameter(name).grad, grad, atol=1e-6), name
+
+
+def test_forward_traces_as_one_graph_for_torch_compile():
+    """Dynamo sees the whole forward as one graph, without breaks: at inference with top-k pruning (whose kept class
+    count is data-dependent, captured as a symbolic size) and in training."""
+    model = make_model(inference_top_k=2)
+    input_ids = make_input_ids(6, model.config.num_templates)
+    with torch.no_grad():
+        text_embeds = model.get_text_embeddings(input_ids)
+        pruned = model(pixel_values=images(2), text_embeds=text_embeds)
+    assert not pruned.kept_classes.all()  # the pruning really runs
+    with torch._dynamo.config.patch(capture_scalar_outputs=True), torch.no_grad():
+        explained = torch._dynamo.explain(model)(pixel_values=images(2), text_embeds=text_embeds)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    model.train()
+    labels = torch.randint(0, 6, (2, model.config.clip_resolution, model.config.clip_resolution))
+    explained = torch._dynamo.explain(model)(pixel_values=images(2), input_ids=input_ids, labels=labels)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    torch._dynamo.reset()

@@ -246,6 +246,9 @@ def run_case(case: dict) -> dict:
         with torch.no_grad():
             result.update(timed(lambda: bench.encode(model, text), device, warmup, repeats))
     elif kind == "forward":
+        if case.get("compile"):
+            # The number of classes kept by top-k pruning is data-dependent: captured, it stays one graph.
+            torch._dynamo.config.capture_scalar_outputs = True
         forward = torch.compile(model) if case.get("compile") else model
         pixels = {k: v.to(device) for k, v in bench.pixel_inputs(model, case["batch_size"], generator).items()}
 

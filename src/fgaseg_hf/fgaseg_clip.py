@@ -70,16 +70,17 @@ def encode_prompts(clip: CLIPModel, input_ids: torch.Tensor, attention_mask: tor
     Trailing padding after the last end-of-text token is cut first: the text tower is causal, so the EOT feature
     never depends on it (the original pads every prompt to 77 tokens).
     """
-    eos = clip.config.text_config.eos_token_id
-    is_eos = input_ids == eos
-    if eos == 2 or not bool(is_eos.any(dim=-1).all()):
-        end_positions = input_ids.argmax(dim=-1)
-    else:
-        end_positions = is_eos.int().argmax(dim=-1)
-    length = int(end_positions.max().item()) + 1
-    input_ids = input_ids[:, :length]
-    if attention_mask is not None:
-        attention_mask = attention_mask[:, :length]
+    if not torch.compiler.is_compiling():  # a compiled graph keeps the full length (the cut is data-dependent)
+        eos = clip.config.text_config.eos_token_id
+        is_eos = input_ids == eos
+        if eos == 2 or not bool(is_eos.any(dim=-1).all()):
+            end_positions = input_ids.argmax(dim=-1)
+        else:
+            end_positions = is_eos.int().argmax(dim=-1)
+        length = int(end_positions.max().item()) + 1
+        input_ids = input_ids[:, :length]
+        if attention_mask is not None:
+            attention_mask = attention_mask[:, :length]
     outputs = clip.text_model(input_ids=input_ids, attention_mask=attention_mask)
     features = clip.text_projection(outputs.pooler_output)
     return F.normalize(features, dim=-1)

@@ -36,7 +36,7 @@ class DoubleConv(nn.Module):
         if shared is not None:
             # conv(cat[x, g]) = conv_x(x) + conv_g(g): the guidance half is convolved once per image.
             g = F.conv2d(shared, self.conv1.weight[:, in_x:], padding=1)
-            x = (x.unflatten(0, (-1, repeats)) + g[:, None]).flatten(0, 1)
+            x = (x.unflatten(0, (g.shape[0], repeats)) + g[:, None]).flatten(0, 1)
         x = F.relu(self.norm1(x))
         return F.relu(self.norm2(self.conv2(x)))
 
@@ -92,8 +92,12 @@ class ClassSelection:
             pooled = torch.zeros(int(groups.max()) + 1, classes, device=hit.device).index_add_(0, groups, hit.float())
             hit = pooled[groups] > 0
         counts = hit.sum(dim=1)
+        kept = counts.max().item()
+        # At least one class per pixel survives; telling the compiler so lets the pruned size stay symbolic.
+        torch._check(kept >= 1)
+        torch._check(kept <= classes)
         # Kept positions first, each part in ascending order (a stable sort of "not kept").
-        keep = torch.sort((~hit).to(torch.uint8), dim=1, stable=True).indices[:, : int(counts.max())]
+        keep = torch.sort((~hit).to(torch.uint8), dim=1, stable=True).indices[:, :kept]
         alive = torch.arange(keep.shape[1], device=hit.device)[None] < counts[:, None]
         return ClassSelection(self.ids.gather(1, keep), alive), keep
 

@@ -21,11 +21,13 @@ def one_vs_all_bce(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
     target = torch.where(valid, labels, 0)
     positive = torch.gather(logits, 1, target[:, None]).squeeze(1)
     softplus = F.softplus(logits)
+    # Zeros instead of boolean indexing: the same sums without a data-dependent shape (one graph for torch.compile).
+    positive_sum = torch.where(valid, positive, 0.0).sum()
     if ignore_mode == "masked":
         count = valid.sum() * classes
-        total = softplus.sum(dim=1)[valid].sum() - positive[valid].sum()
+        total = torch.where(valid, softplus.sum(dim=1), 0.0).sum() - positive_sum
         return total / count.clamp(min=1)
-    return (softplus.sum() - positive[valid].sum()) / logits.numel()
+    return (softplus.sum() - positive_sum) / logits.numel()
 
 
 class FGASegLoss(nn.Module):
