@@ -37,8 +37,9 @@ class DoubleConv(nn.Module):
             # conv(cat[x, g]) = conv_x(x) + conv_g(g): the guidance half is convolved once per image.
             g = F.conv2d(shared, self.conv1.weight[:, in_x:], padding=1)
             x = (x.unflatten(0, (g.shape[0], repeats)) + g[:, None]).flatten(0, 1)
-        x = F.relu(self.norm1(x))
-        return F.relu(self.norm2(self.conv2(x)))
+        # In place: the normalised maps are fresh tensors that GroupNorm's backward does not need.
+        x = F.relu_(self.norm1(x))
+        return F.relu_(self.norm2(self.conv2(x)))
 
 
 class UpsamplingStage(nn.Module):
