@@ -363,11 +363,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from accelerate import PartialState
 
-    if PartialState().is_main_process:
+    state = PartialState()
+    if state.is_main_process:
         written = write_outputs(report, args.output, args.markdown, args.card, args.model_name)
         for key, entry in report["results"].items():
             print(f"{entry['dataset_name']}: mIoU {100 * entry['mIoU']:.2f} ({report['details'][key]['images']} images)")
         print("wrote " + ", ".join(str(p) for p in written))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # An explicit, synchronised teardown: left to interpreter exit, gloo's threads can abort a process
+        # ("terminate called without an active exception") while another is still shutting down.
+        state.wait_for_everyone()
+        torch.distributed.destroy_process_group()
     return 0
 
 
