@@ -119,7 +119,9 @@ def test_canvas_collator_pads_images_masks_and_labels():
         {"pixel_values": torch.full((3, 64, 32), 2.0), "pixel_mask": torch.ones(64, 32, dtype=torch.long),
          "labels": torch.ones(64, 32, dtype=torch.long)},
     ]
-    batch = CanvasCollator(255)(items)
+    from fgaseg_hf.image_processing_ita import ITAImageProcessor
+
+    batch = CanvasCollator(ITAImageProcessor(), 255)(items)
     assert batch["pixel_values"].shape == (2, 3, 64, 64)
     assert batch["pixel_values"][0, :, 40:].abs().sum() == 0 and batch["pixel_values"][1, :, :, 40:].abs().sum() == 0
     assert batch["pixel_mask"].sum(dim=(1, 2)).tolist() == [32 * 64, 64 * 32]

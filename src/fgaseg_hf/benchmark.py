@@ -183,12 +183,9 @@ class ITABench:
         return {"text_embeds": classifier[:-1], "synonym_to_class": synonym_to_class, "dominant_text_embeds": vocabulary}
 
     def pixel_inputs(self, model, batch: int, generator) -> dict:
-        from .image_processing_ita import resized_shape
-
-        c = model.config
-        height, width = resized_shape(*ORIGINAL_IMAGE_SIZE, c.min_size_test, c.max_size_test)
-        d = c.size_divisibility
-        canvas = (-(-height // d) * d, -(-width // d) * d)
+        processor = self.image_processor(model, sliding=False)
+        height, width = processor.resized_size(*ORIGINAL_IMAGE_SIZE)
+        canvas = processor.canvas_size([(height, width)])
         pixel_mask = torch.zeros(batch, *canvas, dtype=torch.long)
         pixel_mask[:, :height, :width] = 1
         return {"pixel_values": torch.randn(batch, 3, *canvas, generator=generator) * pixel_mask[:, None],

@@ -469,9 +469,8 @@ class ITAModel(ITAPreTrainedModel):
                 )
             targets = [semantic_to_mask_targets(label, self.config.ignore_index) for label in labels]
             mask_labels, class_labels = [t[0] for t in targets], [t[1] for t in targets]
-            if any(c.numel() and int(c.max()) >= num_classes for c in class_labels) or any(
-                c.numel() and int(c.min()) < 0 for c in class_labels
-            ):
+            ids = torch.cat(class_labels)
+            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_classes):
                 raise ValueError(f"labels hold class ids outside 0..{num_classes - 1} (ignore {self.config.ignore_index})")
         if mask_labels is not None:
             if class_labels is None:

@@ -143,32 +143,29 @@ class ITAFamily:
     def encode(self, processor, images, labels, reduce_labels: bool, train: bool) -> dict:
         # Training crops are already at their final size; evaluation uses the test-time resize.
         out = processor.image_processor(
-            images, segmentation_maps=labels, do_reduce_labels=reduce_labels, do_resize=None if not train else False
+            images, segmentation_maps=labels, do_reduce_labels=reduce_labels, do_resize=False if train else None
         )
         return {"pixel_values": out["pixel_values"], "pixel_mask": out["pixel_mask"], "labels": out["labels"]}
 
     def collator(self, processor, ignore_index: int):
-        return CanvasCollator(ignore_index)
+        return CanvasCollator(processor.image_processor, ignore_index)
 
 
 class CanvasCollator:
-    """Batches images of different sizes on one zero-padded canvas (labels padded with the ignore index)."""
+    """Batches images of different sizes on one zero-padded canvas (the image processor's `collate`), their
+    labels padded with the ignore index."""
 
-    def __init__(self, ignore_index: int):
-        self.ignore_index = ignore_index
+    def __init__(self, image_processor, ignore_index: int):
+        self.image_processor, self.ignore_index = image_processor, ignore_index
 
     def __call__(self, items: list[dict]) -> dict:
-        height = max(item["pixel_values"].shape[-2] for item in items)
-        width = max(item["pixel_values"].shape[-1] for item in items)
-        pixel_values = torch.zeros(len(items), 3, height, width, dtype=items[0]["pixel_values"].dtype)
-        pixel_mask = torch.zeros(len(items), height, width, dtype=torch.long)
-        labels = torch.full((len(items), height, width), self.ignore_index, dtype=torch.long)
+        batch = self.image_processor.collate(
+            [{"pixel_values": item["pixel_values"][None], "pixel_mask": item["pixel_mask"][None]} for item in items]
+        )
+        labels = torch.full((len(items), *batch["pixel_values"].shape[-2:]), self.ignore_index, dtype=torch.long)
         for index, item in enumerate(items):
-            h, w = item["pixel_values"].shape[-2:]
-            pixel_values[index, :, :h, :w] = item["pixel_values"]
-            pixel_mask[index, :h, :w] = item["pixel_mask"]
-            labels[index, :h, :w] = item["labels"]
-        return {"pixel_values": pixel_values, "pixel_mask": pixel_mask, "labels": labels}
+            labels[index, : item["labels"].shape[0], : item["labels"].shape[1]] = item["labels"]
+        return {**batch, "labels": labels}
 
 
 FAMILIES = {"fgaseg": FGASegFamily(), "ita": ITAFamily()}
