@@ -346,3 +346,60 @@ def test_forward_traces_as_one_graph_for_torch_compile():
     explained = torch._dynamo.explain(model)(pixel_values=images(2), input_ids=input_ids, labels=labels)
     assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
     torch._dynamo.reset()
+
+
+# ----------------------------------------------------------------------------- CPU fast paths and reduced precision
+@pytest.mark.parametrize("shape", [(5, 8, 7, 9), (3, 16, 6, 6), (2, 4, 1, 5)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_score_head_without_gradients_equals_the_convolution(shape, channels_last):
+    from fgaseg_hf.fgaseg_decoder import ScoreHead
+
+    torch.manual_seed(0)
+    head = ScoreHead(shape[1])
+    x = torch.randn(shape)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = F.conv2d(x, head.weight, head.bias, padding=1)
+    with torch.no_grad():
+        fast = head(x)
+    assert fast.shape == expected.shape
+    assert torch.allclose(fast, expected, atol=1e-5)
+    # With gradients the module is the convolution itself, bit for bit.
+    assert torch.equal(head(x).detach(), expected.detach())
+
+
+def test_linear_attention_normalises_in_float32():
+    """fp16 inputs whose normaliser overflows fp16 (> 65504): computed in float32 the result is the float32 one."""
+    from fgaseg_hf.fgaseg_aggregation import linear_attention
+
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (8 + torch.rand(1, 2, 256, 32, generator=generator) for _ in range(3))
+    weights, length = torch.ones(1, 1, 256, 1), torch.full((1, 1, 1, 1), 256.0)
+    assert not torch.isfinite((F.elu(q) + 1).half() @ (F.elu(k) + 1).half().sum(dim=-2, keepdim=True).mT).all()
+    expected = linear_attention(q, k, v, weights, length)
+    half = linear_attention(q.half(), k.half(), v.half(), weights, length)
+    assert half.dtype == torch.float16
+    assert torch.allclose(half.float(), expected, rtol=2e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_stays_finite_and_keeps_the_loss_in_float32(dtype):
+    model = make_model()
+    ids, x = make_input_ids(5), images(2)
+    labels = torch.randint(0, 5, (2, SIZE, SIZE), generator=torch.Generator().manual_seed(3))
+    labels[:, :4] = 255
+    model.train()
+    reference = model(x, ids, labels=labels)
+    with torch.autocast("cpu", dtype=dtype):
+        reduced = model(x, ids, labels=labels)
+    assert reduced.loss.dtype == torch.float32 and torch.isfinite(reduced.loss)
+    assert reduced.loss.item() == pytest.approx(reference.loss.item(), rel=0.05)
+    reduced.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.eval()
+    with torch.no_grad():
+        expected = model(x, ids).logits
+        with torch.autocast("cpu", dtype=dtype):
+            logits = model(x, ids).logits
+    assert torch.isfinite(logits).all()
+    assert (logits.float().sigmoid() - expected.sigmoid()).abs().max() < 0.1
