@@ -33,7 +33,10 @@ def test_tiny_benchmark_writes_every_case(tmp_path):
     assert report["summary"]["metric: same mIoU"] is True
     assert report["machine"]["cpu_count"] >= 1 and report["machine"]["torch"] == torch.__version__
     table = output.with_suffix(".md").read_text()
-    assert "| tiny | train_step | 4 | 1 | float32 |" in table and "| streaming | 2 | 150 |" in table
+    assert output.with_suffix(".png").is_file()  # the seconds-per-image chart
+    assert "| tiny | train_step | 4 | - | 1 | float32 |" in table and "| streaming | 2 | 150 |" in table
+    forward = next(c for c in report["cases"] if c["kind"] == "forward" and c["classes"] == 5)
+    assert len(forward["kept_classes_per_stage"]) == 3 and all(1 <= k <= 5 for k in forward["kept_classes_per_stage"])
 
 
 def test_tiny_ita_benchmark_runs_the_ita_cases(tmp_path):
@@ -47,7 +50,7 @@ def test_tiny_ita_benchmark_runs_the_ita_cases(tmp_path):
     ]  # no sliding window, no checkpointing variant
     assert all("error" not in c for c in cases)
     forward = cases[2]
-    assert "kept_classes_per_image" not in forward and forward["images_per_s"] == pytest.approx(2 / forward["median_s"])
+    assert "kept_classes_per_stage" not in forward and forward["images_per_s"] == pytest.approx(2 / forward["median_s"])
     train = cases[3]
     # Only ITA's head trains: CLIP is frozen.
     from fgaseg_hf.benchmark import build_model
@@ -55,6 +58,46 @@ def test_tiny_ita_benchmark_runs_the_ita_cases(tmp_path):
     model = build_model("tiny_ita", torch.device("cpu"))
     head = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("clip."))
     assert train["trainable_parameters"] == head < train["parameters"]
+
+
+def test_pruning_counts_records_and_fixes_the_classes_each_stage_keeps():
+    from fgaseg_hf.benchmark import bench_for, build_model, pruning_counts
+    from fgaseg_hf.fgaseg_decoder import ClassSelection
+
+    model, bench = build_model("tiny", torch.device("cpu")), bench_for("tiny")
+    unpatched = ClassSelection.prune
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        embeds = bench.encode(model, bench.text_inputs(model, 30, generator))
+        pixels = bench.pixel_inputs(model, 2, generator)
+        expected = model(**pixels, **embeds)
+        recorded: list[int] = []
+        with pruning_counts(recorded):
+            counted = model(**pixels, **embeds)
+        fixed: list[int] = []
+        with pruning_counts(fixed, [9, 6, 4]):
+            forced = model(**pixels, **embeds)
+        after = model(**pixels, **embeds)
+    # Counting changes nothing; the last stage's count is the largest number of classes an image keeps.
+    assert torch.equal(counted.logits, expected.logits) and len(recorded) == 3
+    assert recorded[-1] == int(expected.kept_classes.sum(dim=1).max()) and recorded == sorted(recorded, reverse=True)
+    assert fixed == [9, 6, 4] and forced.kept_classes.sum(dim=1).tolist() == [4, 4]
+    # The patch is undone on exit.
+    assert ClassSelection.prune is unpatched and torch.equal(after.logits, expected.logits)
+
+
+def test_original_pruning_adds_the_like_for_like_image_case(tmp_path):
+    output = tmp_path / "bench.json"
+    code = main(["--preset", "tiny", "--classes", "171", "--batch-sizes", "1", "--warmup", "0", "--repeats", "1",
+                 "--sliding-window-classes", "", "--no-training", "--no-metric", "--original-pruning", "--no-isolate",
+                 "--device", "cpu", "--output", str(output)])
+    assert code == 0
+    report = json.loads(output.read_text())
+    fixed = [c for c in report["cases"] if c.get("fixed_kept_classes")]
+    assert [(c["kind"], c["kept_classes_per_stage"]) for c in fixed] == [("image", [46, 42, 42])]
+    key = "tiny: seconds per image at 171 classes, pruning as the original's measurement (46/42/42)"
+    assert report["summary"][key] == fixed[0]["median_s"]
+    assert "| tiny | image | 171 | 46/42/42 (fixed) |" in output.with_suffix(".md").read_text()
 
 
 def test_store_everything_reference_equals_the_streaming_metric():
@@ -65,3 +108,29 @@ def test_store_everything_reference_equals_the_streaming_metric():
     for p, r in zip(predictions, references):
         confusion.update(torch.from_numpy(p), torch.from_numpy(r))
     assert store_everything_miou(predictions, references, 6, 255) == pytest.approx(float(confusion.compute()["mean_iou"]))
+
+
+def test_chart_draws_every_image_series_and_the_original_for_vitb(tmp_path):
+    from PIL import Image
+
+    from fgaseg_hf.benchmark_chart import COLOURS, ORIGINAL_COLOUR, ORIGINAL_IMAGE_SECONDS, image_time_series, plot_image_times
+
+    cases = [
+        {"kind": "image", "preset": "vitb_384_fast_cat", "classes": 171, "median_s": 2.0},
+        {"kind": "image", "preset": "vitb_384_fast_cat", "classes": 20, "median_s": 1.0},
+        {"kind": "image", "preset": "vitb_384_fast_cat", "classes": 171, "median_s": 1.5, "fixed_kept_classes": [46, 42, 42]},
+        {"kind": "forward", "preset": "vitb_384_fast_cat", "classes": 20, "median_s": 9.0, "batch_size": 1},
+        {"kind": "image", "preset": "vitb_384_fast_cat", "classes": 59, "error": "failed"},
+    ]
+    series = image_time_series(cases)
+    assert series == {
+        "vitb_384_fast_cat": [(20, 1.0), (171, 2.0)],
+        "vitb_384_fast_cat, the original's pruning counts": [(171, 1.5)],
+        "original FGA-Seg (vitb_384_fast_cat)": sorted(ORIGINAL_IMAGE_SECONDS.items()),
+    }
+    assert plot_image_times(cases, tmp_path / "chart.png")
+    colours = {colour for _, colour in Image.open(tmp_path / "chart.png").convert("RGB").getcolors(1 << 20)}
+    assert {COLOURS[0], COLOURS[1], ORIGINAL_COLOUR} <= colours
+    # Only the tiny config: no original to compare with; no image case: no chart.
+    assert list(image_time_series([{**cases[0], "preset": "tiny"}])) == ["tiny"]
+    assert not plot_image_times(cases[3:], tmp_path / "none.png") and not (tmp_path / "none.png").exists()

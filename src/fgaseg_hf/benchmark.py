@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,10 @@ TINY_ITA = {
     "train_num_points": 64, "min_size_test": 64, "max_size_test": 96,
 }
 ITA_TRAIN_CROP = 1024  # FC-CLIP's large-scale-jitter crop
+# Classes kept by the fast decoder's three top-k stages in the original's measurements (../shared/docs/
+# original-speed.md), per vocabulary size: with random weights these counts are arbitrary (they follow the init),
+# and they decide most of the cost, so a like-for-like comparison fixes them (`--original-pruning`).
+ORIGINAL_KEPT_CLASSES = {20: (20, 20, 20), 59: (36, 34, 34), 150: (45, 39, 39), 171: (46, 42, 42), 847: (63, 52, 52)}
 
 
 # ----------------------------------------------------------------------------------------------- measuring
@@ -206,6 +211,37 @@ class ITABench:
         return {"pixel_values": torch.randn(batch, 3, size, size, generator=generator), "labels": labels}
 
 
+@contextmanager
+def pruning_counts(record: list[int], fixed: Sequence[int] | None = None):
+    """Appends to `record` how many classes each top-k pruning stage keeps (the largest count over the images).
+
+    With `fixed`, stage i keeps exactly `fixed[i]` classes instead (the ones whose best auxiliary logit is highest):
+    the work of a model whose pruning kept that many, whatever these random weights would keep. Outputs then differ
+    from the model's; only the timings are meaningful."""
+    from .fgaseg_decoder import ClassSelection
+
+    original = ClassSelection.prune
+
+    def prune(self, aux_logits, top_k, groups):
+        if fixed is None:
+            selection, keep = original(self, aux_logits, top_k, groups)
+        else:
+            scores = aux_logits.detach().amax(dim=(2, 3))
+            if self.mask is not None:
+                scores = scores.masked_fill(~self.mask, float("-inf"))
+            count = min(fixed[len(record) % len(fixed)], scores.shape[1])
+            keep = scores.topk(count, dim=1).indices.sort(dim=1).values
+            selection = ClassSelection(self.ids.gather(1, keep), torch.ones_like(keep, dtype=torch.bool))
+        record.append(int(keep.shape[1]))
+        return selection, keep
+
+    ClassSelection.prune = prune
+    try:
+        yield record
+    finally:
+        ClassSelection.prune = original
+
+
 def bench_for(preset: str):
     return ITABench() if is_ita(preset) else FGASegBench()
 
@@ -242,35 +278,42 @@ def run_case(case: dict) -> dict:
     if kind == "text":
         with torch.no_grad():
             result.update(timed(lambda: bench.encode(model, text), device, warmup, repeats))
-    elif kind == "forward":
-        if case.get("compile"):
-            # The number of classes kept by top-k pruning is data-dependent: captured, it stays one graph.
-            torch._dynamo.config.capture_scalar_outputs = True
-        forward = torch.compile(model) if case.get("compile") else model
-        pixels = {k: v.to(device) for k, v in bench.pixel_inputs(model, case["batch_size"], generator).items()}
-
-        last = {}
-
-        def step():
-            with torch.no_grad(), autocast(device, case["dtype"]):
-                outputs = forward(**pixels, **embeds)
-            if not torch.isfinite(outputs.logits).all():
-                raise FloatingPointError(f"non-finite logits in {case}")
-            last["kept"] = getattr(outputs, "kept_classes", None)
-
-        result.update(timed(step, device, warmup, repeats))
-        result["images_per_s"] = case["batch_size"] / result["median_s"]
-        if last["kept"] is not None:
+    elif kind in ("forward", "image", "sliding_window"):
+        kept: list[int] = []
+        # Compiled cases are left unpatched: the count would be a symbolic size inside the graph.
+        counting = pruning_counts(kept, case.get("fixed_kept_classes")) if not case.get("compile") else nullcontext()
+        with counting:
+            if kind == "forward":
+                result.update(measure_forward(model, bench, embeds, case, device, generator))
+            else:
+                result.update(measure_image(model, bench, embeds, case, device, generator))
+        if kept:
             # Random weights: how many classes survive the top-k pruning decides most of FGA-Seg's cost.
-            result["kept_classes_per_image"] = last["kept"].sum(dim=1).float().mean().item()
-    elif kind in ("image", "sliding_window"):
-        result.update(measure_image(model, bench, embeds, case, device, generator))
+            result["kept_classes_per_stage"] = kept[-3:]
     elif kind == "train_step":
         result.update(measure_train_step(model, bench, text, case, device, generator))
     else:
         raise ValueError(f"unknown case kind {kind!r}")
     result["peak_memory_bytes"] = peak_memory_bytes(device)
     return {**case, **result}
+
+
+def measure_forward(model, bench, embeds, case, device, generator) -> dict:
+    if case.get("compile"):
+        # The number of classes kept by top-k pruning is data-dependent: captured, it stays one graph.
+        torch._dynamo.config.capture_scalar_outputs = True
+    forward = torch.compile(model) if case.get("compile") else model
+    pixels = {k: v.to(device) for k, v in bench.pixel_inputs(model, case["batch_size"], generator).items()}
+
+    def step():
+        with torch.no_grad(), autocast(device, case["dtype"]):
+            outputs = forward(**pixels, **embeds)
+        if not torch.isfinite(outputs.logits).all():
+            raise FloatingPointError(f"non-finite logits in {case}")
+
+    result = timed(step, device, case["warmup"], case["repeats"])
+    result["images_per_s"] = case["batch_size"] / result["median_s"]
+    return result
 
 
 def measure_image(model, bench, embeds, case, device, generator) -> dict:
@@ -369,6 +412,9 @@ def plan_cases(args) -> list[dict]:
         for count in classes:
             cases.append({**base, "kind": "text", "classes": count, "dtype": "float32"})
             cases.append({**base, "kind": "image", "classes": count, "dtype": "float32"})
+            if args.original_pruning and count in ORIGINAL_KEPT_CLASSES and not is_ita(preset):
+                cases.append({**base, "kind": "image", "classes": count, "dtype": "float32",
+                              "fixed_kept_classes": list(ORIGINAL_KEPT_CLASSES[count])})
             for dtype in dtypes:
                 for compiled in compiles:
                     for batch in (int(b) for b in args.batch_sizes.split(",")):
@@ -420,7 +466,12 @@ def describe_machine(device: str) -> dict:
 def summarise(cases: list[dict]) -> dict:
     """The figures the targets are stated in."""
     summary: dict[str, Any] = {}
-    images = {(c["preset"], c["classes"]): c["median_s"] for c in cases if c["kind"] == "image" and "median_s" in c}
+    images = {(c["preset"], c["classes"]): c["median_s"] for c in cases
+              if c["kind"] == "image" and "median_s" in c and not c.get("fixed_kept_classes")}
+    for c in cases:
+        if c["kind"] == "image" and c["classes"] == 171 and c.get("fixed_kept_classes") and "median_s" in c:
+            summary[f"{c['preset']}: seconds per image at 171 classes, pruning as the original's measurement "
+                    f"({_stages(c['fixed_kept_classes'])})"] = c["median_s"]
     for preset in sorted({p for p, _ in images}):
         if (preset, 150) in images and (preset, 847) in images:
             summary[f"{preset}: image time 847 / 150 classes"] = images[(preset, 847)] / images[(preset, 150)]
@@ -431,6 +482,16 @@ def summarise(cases: list[dict]) -> dict:
         summary["metric: streaming / store-everything time"] = metric["streaming"]["seconds"] / metric["store_everything"]["seconds"]
         summary["metric: same mIoU"] = abs(metric["streaming"]["mean_iou"] - metric["store_everything"]["mean_iou"]) < 1e-9
     return summary
+
+
+def _stages(counts) -> str:
+    return "/".join(str(c) for c in counts)
+
+
+def _kept(case: dict) -> str:
+    if case.get("fixed_kept_classes"):
+        return f"{_stages(case['fixed_kept_classes'])} (fixed)"
+    return _stages(case["kept_classes_per_stage"]) if case.get("kept_classes_per_stage") else "-"
 
 
 def _gib(value) -> str:
@@ -445,8 +506,9 @@ def render_markdown(report: dict) -> str:
         f"{machine.get('memory_gib', '?')} GiB; {machine.get('gpu', 'no GPU')}; torch {machine['torch']}, "
         f"transformers {machine['transformers']}. Medians; memory = peak "
         f"{'allocated CUDA memory' if machine['device'].startswith('cuda') else 'process RSS'}.", "",
-        "| config | case | classes | batch | dtype | compile / checkpointing | median s | images/s | peak GiB |",
-        "|---|---|---:|---:|---|---|---:|---:|---:|",
+        "| config | case | classes | kept per top-k stage | batch | dtype | compile / checkpointing | median s | images/s "
+        "| peak GiB |",
+        "|---|---|---:|---|---:|---|---|---:|---:|---:|",
     ]
     for c in report["cases"]:
         if c["kind"] == "metric":
@@ -454,7 +516,7 @@ def render_markdown(report: dict) -> str:
         seconds = f"{c['median_s']:.4f}" if "median_s" in c else f"error: {c.get('error')}"
         rate = f"{c['images_per_s']:.2f}" if "images_per_s" in c else "-"
         lines.append(
-            f"| {c['preset']} | {c['kind']} | {c['classes']} | {c.get('batch_size', 1)} | {c['dtype']} | "
+            f"| {c['preset']} | {c['kind']} | {c['classes']} | {_kept(c)} | {c.get('batch_size', 1)} | {c['dtype']} | "
             f"{'yes' if c.get('compile') or c.get('gradient_checkpointing') else 'no'} | {seconds} | {rate} | "
             f"{_gib(c.get('peak_memory_bytes'))} |"
         )
@@ -480,6 +542,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sliding-window-classes", default="171", help="class counts of the sliding-window case")
     parser.add_argument("--training-classes", type=int, default=171)
     parser.add_argument("--training-batch-size", type=int, default=None, help="(default: 1 on CPU, 4 on CUDA)")
+    parser.add_argument("--original-pruning", action="store_true",
+                        help="add image cases whose top-k stages keep as many classes as in the original's measurement "
+                        f"(vocabularies {', '.join(map(str, ORIGINAL_KEPT_CLASSES))}): random weights make the kept count "
+                        "arbitrary, so this is the like-for-like comparison with its timings")
     parser.add_argument("--no-training", action="store_true")
     parser.add_argument("--no-metric", action="store_true")
     parser.add_argument("--metric-images", type=int, default=100)
@@ -515,7 +581,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     markdown = Path(args.markdown) if args.markdown else output.with_suffix(".md")
     markdown.write_text(render_markdown(report), encoding="utf-8")
-    print(f"wrote {output} and {markdown}")
+    from .benchmark_chart import plot_image_times
+
+    chart = output.with_suffix(".png")
+    drawn = plot_image_times(results, chart, title=f"seconds per image ({report['machine']['device']})")
+    print(f"wrote {output}, {markdown}" + (f" and {chart}" if drawn else ""))
     failed = [c for c in results if "error" in c]
     for case in failed:
         print(f"failed: {case['kind']} {case.get('classes')} classes: {case['error']}", file=sys.stderr)

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
-
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow without FreeType
-        return ImageFont.load_default()
+from .visualization import _font
 
 
 def curve_points(log_history: list[dict], key: str) -> list[tuple[float, float]]:
