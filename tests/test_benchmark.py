@@ -100,6 +100,26 @@ def test_original_pruning_adds_the_like_for_like_image_case(tmp_path):
     assert "| tiny | image | 171 | 46/42/42 (fixed) |" in output.with_suffix(".md").read_text()
 
 
+def test_cuda_plan_covers_the_gpu_targets():
+    """Planned without a GPU: the CUDA run holds every case the issue's GPU targets are stated in."""
+    from fgaseg_hf.benchmark import parse_args, plan_cases
+
+    cases = plan_cases(parse_args(["--device", "cuda"]))
+    forward = {(c["classes"], c["batch_size"], c["dtype"], c["compile"]) for c in cases if c["kind"] == "forward"}
+    for dtype in ("float32", "bfloat16", "float16"):
+        assert {(171, 8, dtype, False), (171, 8, dtype, True)} <= forward
+    assert {(c["kind"], c["classes"]) for c in cases if c["kind"] == "sliding_window"} == {
+        ("sliding_window", 171), ("sliding_window", 847)
+    }
+    training = [(c["dtype"], c["batch_size"], c["classes"], c["gradient_checkpointing"]) for c in cases
+                if c["kind"] == "train_step"]
+    assert training == [("bfloat16", 4, 171, False), ("bfloat16", 4, 171, True)]
+    # On CPU: fp32 only, no compile, training batch 1.
+    cpu = plan_cases(parse_args(["--device", "cpu"]))
+    assert {c["dtype"] for c in cpu if "dtype" in c} == {"float32"} and not any(c.get("compile") for c in cpu)
+    assert {c["batch_size"] for c in cpu if c["kind"] == "train_step"} == {1}
+
+
 def test_store_everything_reference_equals_the_streaming_metric():
     rng = np.random.default_rng(1)
     predictions = [rng.integers(0, 6, (9, 7)) for _ in range(3)]

@@ -403,3 +403,48 @@ def test_autocast_stays_finite_and_keeps_the_loss_in_float32(dtype):
             logits = model(x, ids).logits
     assert torch.isfinite(logits).all()
     assert (logits.float().sigmoid() - expected.sigmoid()).abs().max() < 0.1
+
+
+# ----------------------------------------------------------------------------- memory: class chunks
+def test_run_in_class_chunks_splits_the_class_axis_only_without_gradients():
+    from fgaseg_hf.fgaseg_aggregation import run_in_class_chunks
+
+    x, y = torch.randn(2, 5, 3), torch.randn(2, 5, 3)
+    sizes = []
+
+    def function(a, b):
+        sizes.append(a.shape[1])
+        return (a * b).cumsum(-1)
+
+    with torch.no_grad():
+        chunked = run_in_class_chunks(function, (x, y), chunk_size=4)  # 4 maps: 2 classes of 2 images
+    assert sizes == [2, 2, 1] and torch.equal(chunked, (x * y).cumsum(-1))
+    sizes.clear()
+    with torch.no_grad():
+        run_in_class_chunks(function, (x, y), chunk_size=0)
+        run_in_class_chunks(function, (x, y), chunk_size=10)
+    run_in_class_chunks(function, (x.requires_grad_(), y), chunk_size=4)
+    assert sizes == [5, 5, 5]
+
+
+@pytest.mark.parametrize("sliding", [False, True])
+def test_class_chunks_give_the_unchunked_result(sliding):
+    """Chunks of 8 (image, class) maps (2 classes of the 4 images) through the Swin blocks and the upsampling decoder, with top-k pruning
+    pooled over the views of an image or per image."""
+    model = make_model(inference_top_k=3)
+    ids, x = make_input_ids(9), images(4)
+    groups = torch.tensor([0, 0, 1, 1]) if sliding else None
+    with torch.no_grad():
+        whole = model(x, ids, pruning_groups=groups)
+        calls = []
+        hooks = [model.decoder.decoder2.register_forward_hook(lambda m, a, o: calls.append(a[0].shape[0])),
+                 model.decoder.layers[0].swin_block.register_forward_hook(lambda m, a, o: swin.append(a[0].shape[:2]))]
+        swin = []
+        model.decoder.chunk_size = 8
+        chunked = model(x, ids, pruning_groups=groups)
+        for hook in hooks:
+            hook.remove()
+    assert len(calls) > 1 and max(calls) == 8
+    assert len(swin) > 1 and all(shape == (4, 2) for shape in swin[:-1])
+    assert torch.equal(whole.kept_classes, chunked.kept_classes)
+    assert torch.allclose(whole.logits, chunked.logits, atol=1e-5)

@@ -539,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-sizes", default="1,2,4,8", help="(default: %(default)s)")
     parser.add_argument("--dtypes", help="comma-separated (default: float32 on CPU; float32,bfloat16,float16 on CUDA)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile cases on CUDA")
-    parser.add_argument("--sliding-window-classes", default="171", help="class counts of the sliding-window case")
+    parser.add_argument("--sliding-window-classes", default="171,847",
+                        help="class counts of the sliding-window case (default: %(default)s)")
     parser.add_argument("--training-classes", type=int, default=171)
     parser.add_argument("--training-batch-size", type=int, default=None, help="(default: 1 on CPU, 4 on CUDA)")
     parser.add_argument("--original-pruning", action="store_true",
@@ -561,16 +562,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from tqdm.auto import tqdm
-
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line with its device-dependent defaults filled in."""
     args = build_parser().parse_args(argv)
-    if args.case:
-        print(json.dumps(run_case(json.loads(args.case))))
-        return 0
     args.preset = args.preset or ["vitb_384_fast_cat"]
     if args.training_batch_size is None:
         args.training_batch_size = 4 if args.device.startswith("cuda") else 1
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from tqdm.auto import tqdm
+
+    args = parse_args(argv)
+    if args.case:
+        print(json.dumps(run_case(json.loads(args.case))))
+        return 0
     cases = plan_cases(args)
     results = []
     for case in tqdm(cases, desc="benchmark", unit="case"):

@@ -74,6 +74,9 @@ class FGASegConfig(PretrainedConfig):
         inference_top_k (`int`): per-pixel top-k of the fast decoder's class pruning at inference (16).
         top_k_scope (`str`): "image" prunes per image (default; results never depend on the rest of the batch);
             "batch" pools the kept set over the batch as the original does.
+        inference_chunk_size (`int`): without gradients, the Swin blocks and the upsampling decoder run over at most
+            this many (image, class) maps at a time (256; 0: all at once). Bounds the memory of large vocabularies
+            and of the sliding window's views; the results do not change.
         prompt_templates (`list[str]`): templates used to build prompts; the number of templates is the number of
             correlation channels (`num_templates`).
         ignore_index (`int`): label value ignored by the loss (255).
@@ -118,6 +121,7 @@ class FGASegConfig(PretrainedConfig):
         class_aggregation_length: int = 256,
         inference_top_k: int = 16,
         top_k_scope: str = "image",
+        inference_chunk_size: int = 256,
         prompt_templates: list[str] | None = None,
         ignore_index: int = 255,
         clip_finetune: str = "attention",
@@ -158,6 +162,7 @@ class FGASegConfig(PretrainedConfig):
         self.class_aggregation_length = class_aggregation_length
         self.inference_top_k = inference_top_k
         self.top_k_scope = top_k_scope
+        self.inference_chunk_size = inference_chunk_size
         self.prompt_templates = resolve_templates(prompt_templates if prompt_templates is not None else "single")
         self.ignore_index = ignore_index
         self.clip_finetune = clip_finetune
@@ -271,6 +276,8 @@ class FGASegConfig(PretrainedConfig):
             raise ValueError("auxiliary_loss_weights needs three entries (one per auxiliary head)")
         if self.inference_top_k < 1:
             raise ValueError("inference_top_k must be >= 1")
+        if self.inference_chunk_size < 0:
+            raise ValueError("inference_chunk_size must be >= 0 (0: every map at once)")
         if self.class_aggregation_length < 0:
             raise ValueError("class_aggregation_length must be >= 0 (0 disables padding and truncation)")
 

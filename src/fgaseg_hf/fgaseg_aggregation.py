@@ -8,9 +8,32 @@ projection of `[x, guidance]` is split into its two halves), instead of being re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def run_in_class_chunks(function, tensors: Sequence[torch.Tensor], chunk_size: int) -> torch.Tensor:
+    """`function(*parts)` over slices of the class axis of `tensors` (each `(B, T, ...)`), each slice holding at most
+    `chunk_size` (image, class) maps, gathered into one `(B, T, ...)` output. `function` must treat classes
+    independently and return `(B, t, ...)` for `t` classes in.
+
+    Runs in one piece when `chunk_size` is 0 or the maps fit, when autograd records (activations are kept for the
+    backward anyway; gradient checkpointing is the tool there), and while torch.compile traces (the class count is
+    symbolic)."""
+    batch, classes = tensors[0].shape[:2]
+    step = max(1, chunk_size // batch) if chunk_size > 0 else classes
+    if step >= classes or torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return function(*tensors)
+    out = None
+    for start in range(0, classes, step):
+        part = function(*(t[:, start : start + step] for t in tensors))
+        if out is None:
+            out = part.new_empty(batch, classes, *part.shape[2:])
+        out[:, start : start + step] = part
+    return out
 
 
 def split_linear(x: torch.Tensor, guidance: torch.Tensor | None, layer: nn.Linear) -> torch.Tensor:
@@ -284,6 +307,8 @@ class CostAggregationLayer(nn.Module):
             config.class_aggregation_length,
         )
 
-    def forward(self, x, appearance_guidance, text_guidance, class_mask=None):
-        x = self.swin_block(x, appearance_guidance)
+    def forward(self, x, appearance_guidance, text_guidance, class_mask=None, chunk_size: int = 0):
+        """`chunk_size`: see `run_in_class_chunks` (the spatial blocks treat every class alone; the class attention
+        mixes them and runs whole)."""
+        x = run_in_class_chunks(lambda part: self.swin_block(part, appearance_guidance), (x,), chunk_size)
         return self.class_attention(x, text_guidance, class_mask)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fgaseg_aggregation import CostAggregationLayer
+from .fgaseg_aggregation import CostAggregationLayer, run_in_class_chunks
 from .fgaseg_alignment import LocalAlignment
 
 # Logit given to classes that were pruned or truncated (sigmoid of it is 0 in float32, as in the original).
@@ -149,6 +149,7 @@ class CostAggregationDecoder(nn.Module):
         self.pad_len = config.class_aggregation_length
         self.top_k = config.inference_top_k
         self.top_k_scope = config.top_k_scope
+        self.chunk_size = config.inference_chunk_size
         resolution = config.feature_resolution
 
         self.local_alignment = LocalAlignment(config.projection_dim, config.local_alignment_kernel_size)
@@ -228,8 +229,21 @@ class CostAggregationDecoder(nn.Module):
             if self.gradient_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(layer, x, appearance, text_guidance, class_mask, use_reentrant=False)
             else:
-                x = layer(x, appearance, text_guidance, class_mask)
+                x = layer(x, appearance, text_guidance, class_mask, self.chunk_size)
         return x
+
+    def _upsample_stage1(self, x, local_x, guidance):
+        """Per class: upsampling stage 1 of the cost `(B, t, C, h, w)`, upsampling of the local cost, and their
+        fusion -> `(B, t, C', 2h, 2w)`."""
+        batch, classes = x.shape[:2]
+        x = self.decoder1(x.flatten(0, 1), guidance, classes)
+        local_x = F.relu(self.local_upsample_conv(self.local_upsample(local_x.flatten(0, 1))))
+        return self._fuse("fuse_stage2", x, local_x, channel_dim=1).unflatten(0, (batch, classes))
+
+    def _upsample_stage2(self, x, guidance):
+        """Per class: upsampling stage 2 and the score head, `(B, t, C, h, w)` -> logits `(B, t, 2h, 2w)`."""
+        batch, classes = x.shape[:2]
+        return self._aux(self.head, self.decoder2(x.flatten(0, 1), guidance, classes), batch)
 
     # ----------------------------------------------------------------- forward
     def forward(
@@ -296,7 +310,7 @@ class CostAggregationDecoder(nn.Module):
                 text_guidance = take_classes(text_guidance, keep) if text_guidance is not None else None
         x = self._run_layers(x, appearance, text_guidance, selection.mask)
 
-        # Fusion 1 + upsampling stage 1, per (image, class) map (B * T, C, h, w).
+        # Fusion 1, then per class: upsampling stage 1 and fusion 2 with the upsampled local cost (B * T, C, h, w).
         classes = x.shape[1]
         x = x.flatten(0, 1).permute(0, 3, 1, 2)
         local_x = local_x.flatten(0, 1).permute(0, 3, 1, 2)
@@ -307,20 +321,22 @@ class CostAggregationDecoder(nn.Module):
                 selection, keep = selection.prune(aux[-1], self.top_k, pruning_groups)
                 x, local_x = self._take(x, keep, batch, classes), self._take(local_x, keep, batch, classes)
                 classes = keep.shape[1]
-        x = self.decoder1(x, stage_guidance[0], classes)
+        x = run_in_class_chunks(
+            lambda x, local_x: self._upsample_stage1(x, local_x, stage_guidance[0]),
+            (x.unflatten(0, (batch, classes)), local_x.unflatten(0, (batch, classes))),
+            self.chunk_size,
+        ).flatten(0, 1)
 
-        # Fusion 2 (with the upsampled local cost) + upsampling stage 2.
-        local_x = self.local_upsample_conv(self.local_upsample(local_x))
-        local_x = F.relu(local_x)
-        x = self._fuse("fuse_stage2", x, local_x, channel_dim=1)
+        # Auxiliary head 2 on the fused maps; upsampling stage 2 and the score head.
         if fast:
             aux.append(self._aux(self.aux_head2, x, batch))
             if prune:
                 selection, keep = selection.prune(aux[-1], self.top_k, pruning_groups)
                 x = self._take(x, keep, batch, classes)
                 classes = keep.shape[1]
-        x = self.decoder2(x, stage_guidance[1], classes)
-        logits = self._aux(self.head, x, batch)
+        logits = run_in_class_chunks(
+            lambda x: self._upsample_stage2(x, stage_guidance[1]), (x.unflatten(0, (batch, classes)),), self.chunk_size
+        )
 
         logits = self._to_vocabulary(logits, selection, num_classes)
         if fast and not prune:
