@@ -13,6 +13,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoProcessor
 
 from fgaseg_hf import FGASegImageProcessor, FGASegProcessor
+from fgaseg_hf.fgaseg_decoder import PRUNED_LOGIT
 from fgaseg_hf.image_processing_fgaseg import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
@@ -240,6 +241,24 @@ def test_sliding_window_views_cover_the_canvas_and_fold_back(canvas):
     logits = torch.linspace(-2, 2, 3).view(1, 3, 1, 1).expand(2 * views, 3, 16, 16)
     probs = proc.post_process_probabilities({"logits": logits}, target_sizes=[(30, 40)] * 2)
     assert torch.allclose(probs[1], torch.sigmoid(torch.linspace(-2, 2, 3)).view(3, 1, 1).expand(3, 30, 40), atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["default", "original"])
+def test_sliding_window_merges_the_pruned_classes_once_with_the_same_result(mode):
+    proc = processor(do_sliding_window=True, sliding_window_canvas=[100, 120], fast_decoder=True)
+    views = proc.num_views_per_image()
+    logits = torch.randn(views, 9, 16, 16, generator=torch.Generator().manual_seed(0))
+    logits[:, [2, 4, 5, 7]] = PRUNED_LOGIT  # pruned for this image: the same in every view
+    logits[:, 6] = 0.3  # constant too, but another value: merged on its own
+    merged = []
+    original = proc._merge_view_maps
+    proc._merge_view_maps = lambda v, m: merged.append(v.shape[1]) or original(v, m)
+    fast = proc._merge_views(logits, mode)
+    assert merged == [6]  # 5 varying or other-constant classes + one of the 4 pruned ones
+    full = original(logits, mode)
+    # Fewer channels may take another vectorised path: the varying classes agree to the last bit or two.
+    assert torch.equal(fast[[2, 4, 5, 7]], full[[2, 4, 5, 7]]) and torch.allclose(fast, full, rtol=0, atol=3e-7)
+    assert torch.equal(proc._merge_views(logits[:, :2], mode), original(logits[:, :2], mode))
 
 
 # ----------------------------------------------------------------------------- FGASegProcessor

@@ -415,7 +415,26 @@ class FGASegImageProcessor(BaseImageProcessor):
         return probs
 
     def _merge_views(self, view_logits: torch.Tensor, mode: str) -> torch.Tensor:
-        """`(V, T, h, w)` logits of one image's views -> `(T, canvas_h, canvas_w)` probabilities."""
+        """`(V, T, h, w)` logits of one image's views -> `(T, canvas_h, canvas_w)` probabilities.
+
+        Classes whose logits are one same constant in every view (the classes pruned for this image: pruning is
+        pooled over its views) all merge into the same map, so it is computed once and copied: at 847 classes this
+        spares most of the work and memory."""
+        flat = view_logits.transpose(0, 1).flatten(1)
+        low, high = flat.amin(dim=1), flat.amax(dim=1)
+        constant = low == high
+        if int(constant.sum()) > 1:
+            shared = constant & (low == low[constant.nonzero()[0, 0]])
+            if int(shared.sum()) > 1:
+                others = (~shared).nonzero().squeeze(1)
+                chosen = torch.cat([others, shared.nonzero()[:1, 0]])
+                merged = self._merge_view_maps(view_logits[:, chosen], mode)
+                out = merged[-1:].expand(view_logits.shape[1], -1, -1).clone()
+                out[others] = merged[:-1]
+                return out
+        return self._merge_view_maps(view_logits, mode)
+
+    def _merge_view_maps(self, view_logits: torch.Tensor, mode: str) -> torch.Tensor:
         kernel, stride = self.image_size, self._stride()
         logits = view_logits.float()
         if mode == "original":
