@@ -23,9 +23,11 @@ def run_in_class_chunks(function, tensors: Sequence[torch.Tensor], chunk_size: i
     Runs in one piece when `chunk_size` is 0 or the maps fit, when autograd records (activations are kept for the
     backward anyway; gradient checkpointing is the tool there), and while torch.compile traces (the class count is
     symbolic)."""
+    if torch.compiler.is_compiling() or torch.is_grad_enabled() or chunk_size <= 0:
+        return function(*tensors)
     batch, classes = tensors[0].shape[:2]
-    step = max(1, chunk_size // batch) if chunk_size > 0 else classes
-    if step >= classes or torch.is_grad_enabled() or torch.compiler.is_compiling():
+    step = max(1, chunk_size // batch)
+    if step >= classes:
         return function(*tensors)
     out = None
     for start in range(0, classes, step):
