@@ -324,7 +324,14 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model.zero_grad(set_to_none=True)
     model.activation_checkpointing_enable()
     assert model.decoder.gradient_checkpointing and model.clip.vision_model.encoder.layers[0].gradient_checkpointing
+    recomputed = []
+    hooks = [module.register_forward_hook(lambda m, a, o, name=name: recomputed.append(name))
+             for name, module in (("stage1", model.decoder.decoder1), ("stage2", model.decoder.decoder2))]
     model(x, ids, labels=labels).loss.backward()
+    for hook in hooks:
+        hook.remove()
+    # The upsampling stages run again in the backward (checkpointed), as the aggregation layers do.
+    assert recomputed.count("stage1") == 2 and recomputed.count("stage2") == 2
     for name, grad in plain.items():
         assert torch.allclose(model.get_parameter(name).grad, grad, atol=1e-6), name
 

@@ -232,6 +232,13 @@ class CostAggregationDecoder(nn.Module):
                 x = layer(x, appearance, text_guidance, class_mask, self.chunk_size)
         return x
 
+    def _checkpointed(self, function):
+        """`function` under activation checkpointing when it is on and training: the upsampling stages' per-class
+        maps at 2x and 4x the feature resolution are most of the activations kept for the backward."""
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return lambda *args: torch.utils.checkpoint.checkpoint(function, *args, use_reentrant=False)
+        return function
+
     def _upsample_stage1(self, x, local_x, guidance):
         """Per class: upsampling stage 1 of the cost `(B, t, C, h, w)`, upsampling of the local cost, and their
         fusion -> `(B, t, C', 2h, 2w)`."""
@@ -322,7 +329,7 @@ class CostAggregationDecoder(nn.Module):
                 x, local_x = self._take(x, keep, batch, classes), self._take(local_x, keep, batch, classes)
                 classes = keep.shape[1]
         x = run_in_class_chunks(
-            lambda x, local_x: self._upsample_stage1(x, local_x, stage_guidance[0]),
+            self._checkpointed(lambda x, local_x: self._upsample_stage1(x, local_x, stage_guidance[0])),
             (x.unflatten(0, (batch, classes)), local_x.unflatten(0, (batch, classes))),
             self.chunk_size,
         ).flatten(0, 1)
@@ -335,7 +342,9 @@ class CostAggregationDecoder(nn.Module):
                 x = self._take(x, keep, batch, classes)
                 classes = keep.shape[1]
         logits = run_in_class_chunks(
-            lambda x: self._upsample_stage2(x, stage_guidance[1]), (x.unflatten(0, (batch, classes)),), self.chunk_size
+            self._checkpointed(lambda x: self._upsample_stage2(x, stage_guidance[1])),
+            (x.unflatten(0, (batch, classes)),),
+            self.chunk_size,
         )
 
         logits = self._to_vocabulary(logits, selection, num_classes)
