@@ -226,15 +226,13 @@ class CostAggregationDecoder(nn.Module):
 
     def _run_layers(self, x, appearance, text_guidance, class_mask):
         for layer in self.layers:
-            if self.gradient_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(layer, x, appearance, text_guidance, class_mask, use_reentrant=False)
-            else:
-                x = layer(x, appearance, text_guidance, class_mask, self.chunk_size)
+            x = self._checkpointed(layer)(x, appearance, text_guidance, class_mask, self.chunk_size)
         return x
 
     def _checkpointed(self, function):
-        """`function` under activation checkpointing when it is on and training: the upsampling stages' per-class
-        maps at 2x and 4x the feature resolution are most of the activations kept for the backward."""
+        """`function` under activation checkpointing when it is on and training (the aggregation layers and the
+        upsampling stages, whose per-class maps at 2x and 4x the feature resolution are most of the activations kept
+        for the backward)."""
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             return lambda *args: torch.utils.checkpoint.checkpoint(function, *args, use_reentrant=False)
         return function

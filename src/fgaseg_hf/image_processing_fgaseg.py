@@ -423,16 +423,14 @@ class FGASegImageProcessor(BaseImageProcessor):
         flat = view_logits.transpose(0, 1).flatten(1)
         low, high = flat.amin(dim=1), flat.amax(dim=1)
         constant = low == high
-        if int(constant.sum()) > 1:
-            shared = constant & (low == low[constant.nonzero()[0, 0]])
-            if int(shared.sum()) > 1:
-                others = (~shared).nonzero().squeeze(1)
-                chosen = torch.cat([others, shared.nonzero()[:1, 0]])
-                merged = self._merge_view_maps(view_logits[:, chosen], mode)
-                out = merged[-1:].expand(view_logits.shape[1], -1, -1).clone()
-                out[others] = merged[:-1]
-                return out
-        return self._merge_view_maps(view_logits, mode)
+        shared = constant & (low == low[constant.int().argmax()])  # constant with the first constant's value
+        if int(shared.sum()) < 2:
+            return self._merge_view_maps(view_logits, mode)
+        others = (~shared).nonzero().squeeze(1)
+        merged = self._merge_view_maps(view_logits[:, torch.cat([others, shared.nonzero()[:1, 0]])], mode)
+        out = merged[-1:].expand(view_logits.shape[1], -1, -1).clone()
+        out[others] = merged[:-1]
+        return out
 
     def _merge_view_maps(self, view_logits: torch.Tensor, mode: str) -> torch.Tensor:
         kernel, stride = self.image_size, self._stride()
