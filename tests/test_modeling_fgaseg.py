@@ -287,6 +287,8 @@ def test_config_validation_errors():
         tiny_config(guidance_layer_indexes=[1, 3])
     with pytest.raises(ValueError, match="unknown prompt template set"):
         tiny_config(prompt_templates="imagenet_all")
+    with pytest.raises(ValueError, match=r"inference_chunk_size must be >= 0"):
+        tiny_config(inference_chunk_size=-1)
 
 
 def test_presets_load_with_one_call():
