@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -119,14 +120,15 @@ def run_without_package(script: str, tmp_path, check: bool = True):
     return result
 
 
-def parity_fixture_folders(matches) -> list:
-    """Reference-tensor folders (`../shared/parity/*` beside the repository, then every folder in
-    `FGASEG_PARITY_FIXTURES`, os.pathsep-separated) whose parsed config.json satisfies `matches(config)`."""
-    import json
-    from pathlib import Path
+PARITY_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "parity"
 
-    root = Path(__file__).resolve().parents[1].parent / "shared" / "parity"
-    folders = sorted(root.iterdir()) if root.is_dir() else []
+
+def parity_fixture_folders(matches) -> list:
+    """Reference-tensor folders (`tests/fixtures/parity/*`, then every folder in `FGASEG_PARITY_FIXTURES`,
+    os.pathsep-separated) whose parsed config.json satisfies `matches(config)`."""
+    import json
+
+    folders = sorted(PARITY_FIXTURES.iterdir()) if PARITY_FIXTURES.is_dir() else []
     folders += [Path(p) for p in os.environ.get("FGASEG_PARITY_FIXTURES", "").split(os.pathsep) if p]
     found = []
     for folder in folders:
@@ -134,6 +136,17 @@ def parity_fixture_folders(matches) -> list:
         if config.is_file() and matches(json.loads(config.read_text())):
             found.append(folder)
     return found
+
+
+def fixture_params(folders: list) -> dict:
+    """`pytest.fixture` arguments over `folders`; with none, one `None` parameter that `require_fixture` fails on,
+    so a missing fixture is a failure, never pytest's silent skip of an empty parameter set."""
+    return dict(params=folders or [None], ids=[f.name for f in folders] or ["missing"])
+
+
+def require_fixture(folder):
+    assert folder is not None, f"no matching reference fixture under {PARITY_FIXTURES} or FGASEG_PARITY_FIXTURES"
+    return folder
 
 
 def is_ita_fixture(config: dict) -> bool:

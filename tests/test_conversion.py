@@ -12,11 +12,13 @@ import torch
 from PIL import Image
 import yaml
 
+from conftest import PARITY_FIXTURES
+
 from fgaseg_hf import FGASegModel
 from fgaseg_hf.conversion import ConversionError, convert_original_checkpoint, read_original_config
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURE = REPO.parent / "shared" / "parity" / "fast_cat"
+FIXTURE = PARITY_FIXTURES / "fast_cat"
 CHECKPOINT, CONFIG = FIXTURE / "checkpoint.pth", FIXTURE / "config.json"
 
 

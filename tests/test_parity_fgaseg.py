@@ -1,6 +1,6 @@
 """Numerical parity with the original FGA-Seg code, through the converter, on the reference fixtures.
 
-Fixture folders: `../shared/parity/*` beside the repository plus every folder in `FGASEG_PARITY_FIXTURES`
+Fixture folders: `tests/fixtures/parity/*` plus every folder in `FGASEG_PARITY_FIXTURES`
 (os.pathsep-separated). A folder is an FGA-Seg fixture when its config.json names the FGASeg architecture.
 Inputs are prepared exactly as the fixture's README describes (CLIP normalisation, zero padding to a multiple
 of 32, bilinear resize of the padded canvas to the CLIP resolution).
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import parity_fixture_folders
+from conftest import fixture_params, parity_fixture_folders, require_fixture
 
 from fgaseg_hf.conversion import convert_original_checkpoint
 from fgaseg_hf.image_processing_fgaseg import FGASegImageProcessor
@@ -27,7 +27,7 @@ FOLDERS = parity_fixture_folders(lambda config: config.get("MODEL.META_ARCHITECT
 
 
 def test_fixtures_are_found():
-    assert FOLDERS, "no FGA-Seg parity fixture found (expected ../shared/parity/fast_cat or FGASEG_PARITY_FIXTURES)"
+    assert FOLDERS, "no FGA-Seg parity fixture found (expected tests/fixtures/parity/fast_cat or FGASEG_PARITY_FIXTURES)"
 
 
 class Fixture:
@@ -53,10 +53,10 @@ class Fixture:
             return self.model(self.pixel_values(names), token_ids, **kwargs)
 
 
-@pytest.fixture(scope="module", params=FOLDERS, ids=[f.name for f in FOLDERS])
+@pytest.fixture(scope="module", **fixture_params(FOLDERS))
 def fx(request):
     torch.set_num_threads(1)
-    return Fixture(request.param)
+    return Fixture(require_fixture(request.param))
 
 
 def _kept_ids(stages) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Numerical parity of ITAModel with the original ITA code on its reference fixtures (through the converter).
 
-Fixture folders: `../shared/parity/*` plus `FGASEG_PARITY_FIXTURES`, as for FGA-Seg; a folder is an ITA fixture when
+Fixture folders: `tests/fixtures/parity/*` plus `FGASEG_PARITY_FIXTURES`, as for FGA-Seg; a folder is an ITA fixture when
 its config.json holds a detectron2 cfg of the FCCLIP meta-architecture from the ITA sources. Inputs follow the
 fixture README: (uint8 - PIXEL_MEAN) / PIXEL_STD, zero padding to a multiple of 32, the recorded CLIP crop.
 
@@ -16,7 +16,7 @@ import json
 
 import pytest
 import torch
-from conftest import is_ita_fixture, parity_fixture_folders
+from conftest import fixture_params, is_ita_fixture, parity_fixture_folders, require_fixture
 
 from fgaseg_hf.clip_tokenizer import build_clip_tokenizer
 from fgaseg_hf.conversion_ita import (
@@ -38,7 +38,7 @@ def diff(a, b) -> float:
 
 
 def test_ita_fixtures_are_found():
-    assert FOLDERS, "no ITA parity fixture found (expected ../shared/parity/ita_tiny or FGASEG_PARITY_FIXTURES)"
+    assert FOLDERS, "no ITA parity fixture found (expected tests/fixtures/parity/ita_tiny or FGASEG_PARITY_FIXTURES)"
 
 
 class Fixture:
@@ -87,10 +87,10 @@ class Fixture:
             model.config.batch_invariant, model.config.postprocess_order = saved
 
 
-@pytest.fixture(scope="module", params=FOLDERS, ids=[f.name for f in FOLDERS])
+@pytest.fixture(scope="module", **fixture_params(FOLDERS))
 def fx(request):
     torch.set_num_threads(1)
-    return Fixture(request.param)
+    return Fixture(require_fixture(request.param))
 
 
 @pytest.fixture(scope="module")
