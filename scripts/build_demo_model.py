@@ -5,6 +5,10 @@ run never saw), and write the folder that ships in `fgaseg_hf/demo_model` with a
     fgaseg synthetic --output outputs/synthetic_scenes --train 4000 --validation 300
     fgaseg train --config configs/train/synthetic_demo.yaml
     python scripts/build_demo_model.py --run outputs/demo_run --output src/fgaseg_hf/demo_model
+
+After a change to the package's model code, refresh the folder's code files and metadata (not its weights):
+
+    python scripts/build_demo_model.py --sync        # = python -m fgaseg_hf.demo_model_files --sync
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from tqdm.auto import tqdm
 
 from fgaseg_hf import FGASegModel, FGASegProcessor
 from fgaseg_hf.data.synthetic import load_synthetic_dataset, write_synthetic_dataset
+from fgaseg_hf.demo_model_files import sync
 from fgaseg_hf.metrics.mean_iou import ConfusionMatrix
 from fgaseg_hf.training_report import plot_training_curve
 
@@ -111,17 +116,17 @@ fgaseg segment photo.png                       # this model is the default; labe
 
 ```python
 import fgaseg_hf
-from fgaseg_hf.segment import DEFAULT_MODEL_DIR
 from transformers import pipeline
 
-segmenter = pipeline("open-vocabulary-segmentation", model=str(DEFAULT_MODEL_DIR))
-segmenter("scene.png", candidate_labels=["sky", "water", "tree"])
-pipeline("image-segmentation", model=str(DEFAULT_MODEL_DIR))("scene.png")    # all seven classes
+# This folder is fgaseg_hf.DEMO_MODEL; it carries its code (trust_remote_code), so fgaseg_hf is needed only for the path.
+segmenter = pipeline(model=fgaseg_hf.DEMO_MODEL, trust_remote_code=True)      # open-vocabulary-segmentation
+segmenter("examples/synthetic_scene.png", candidate_labels=["sky", "water", "tree"])
+pipeline("image-segmentation", model=fgaseg_hf.DEMO_MODEL, trust_remote_code=True)("examples/synthetic_scene.png")  # all seven classes
 ```
 
 ## Training
 
-`fgaseg synthetic --output outputs/synthetic_scenes --train 4000 --validation 300`, then
+`fgaseg synthetic` (by default 4000 training and 300 validation scenes in `outputs/synthetic_scenes`), then
 `fgaseg train --config configs/train/synthetic_demo.yaml` ({steps} steps of batch 8: AdamW, cosine schedule, the
 original's loss and augmentation), then `python scripts/build_demo_model.py`. Real CLIP instead:
 `FGASegModel.from_clip_pretrained("openai/clip-vit-base-patch16", preset="vitb_384_fast_cat")` and a run config
@@ -139,7 +144,13 @@ def main(argv=None) -> int:
     parser.add_argument("--example", default="examples/synthetic_scene.png",
                         help="where to write an example scene (and its true labels beside it, *_labels.png)")
     parser.add_argument("--example-size", type=int, default=256)
+    parser.add_argument("--sync", action="store_true",
+                        help="only rewrite the code files and metadata of --output from the installed package")
     args = parser.parse_args(argv)
+    if args.sync:
+        changed = sync(args.output)
+        print(f"rewrote {len(changed)} file(s) in {args.output}" + (f": {', '.join(changed)}" if changed else ""))
+        return 0
     runs, output = [Path(r) for r in args.run], Path(args.output)
     history, offset, runtime = {"log_history": []}, 0, 0.0
     for stage in runs:
@@ -159,11 +170,12 @@ def main(argv=None) -> int:
     fresh = evaluate_fresh(output, args.fresh_seed, args.fresh_count)
     whole = evaluate_fresh(output, args.fresh_seed, args.fresh_count, sliding_window=False)
     fresh["whole_image_mean_iou"] = whole["mean_iou"]
-    # The shipped copy is loaded by the installed package: no remote-code entries (and no code copies to go stale).
+    # Trained on its seven classes only, the text tower from scratch: the pipelines warn about other names.
     config = json.loads((output / "config.json").read_text())
-    for key in ("auto_map", "custom_pipelines"):
-        config.pop(key, None)
+    config["closed_vocabulary"] = True
     (output / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    # A complete model folder, as save_pretrained writes it: auto_map, custom_pipelines and the remote-code files.
+    sync(output)
     plot_training_curve(history["log_history"], output / "training_curve.png", title="demo model on synthetic scenes")
     (output / "evaluation.json").write_text(json.dumps(fresh, indent=2) + "\n")
     model = FGASegModel.from_pretrained(output)

@@ -153,3 +153,10 @@ def is_ita_fixture(config: dict) -> bool:
     """An ITA fixture: the detectron2 cfg names the FCCLIP meta-architecture and the source is ITA."""
     arch = config.get("cfg", {}).get("MODEL", {}).get("META_ARCHITECTURE")
     return arch == "FCCLIP" and any(k.startswith("ITA") for k in config.get("sources", {}))
+
+
+def is_fcclip_fixture(config: dict) -> bool:
+    """An FC-CLIP fixture: the FCCLIP meta-architecture recorded from the FC-CLIP sources alone (not ITA's)."""
+    arch = config.get("cfg", {}).get("MODEL", {}).get("META_ARCHITECTURE")
+    sources = config.get("sources", {})
+    return arch == "FCCLIP" and "FC-CLIP" in sources and not any(k.startswith("ITA") for k in sources)

@@ -154,3 +154,73 @@ def test_chart_draws_every_image_series_and_the_original_for_vitb(tmp_path):
     # Only the tiny config: no original to compare with; no image case: no chart.
     assert list(image_time_series([{**cases[0], "preset": "tiny"}])) == ["tiny"]
     assert not plot_image_times(cases[3:], tmp_path / "none.png") and not (tmp_path / "none.png").exists()
+
+
+@pytest.mark.parametrize("preset, model_class, kinds", [
+    # CAT-Seg runs FGA-Seg's cases (sliding window, training with and without checkpointing), without top-k pruning.
+    ("tiny_catseg", "CATSegModel", [("text", None), ("image", None), ("forward", 2), ("sliding_window", None),
+                                    ("train_step", 1), ("train_step", 1)]),
+    # FC-CLIP runs ITA's: no sliding window, no checkpointing variant.
+    ("tiny_fcclip", "FCCLIPModel", [("text", None), ("image", None), ("forward", 2), ("train_step", 1)]),
+])
+def test_tiny_catseg_and_fcclip_benchmarks_measure_their_own_models(preset, model_class, kinds, tmp_path):
+    from fgaseg_hf.benchmark import build_model, model_family
+
+    output = tmp_path / "bench.json"
+    code = main(["--preset", preset, "--classes", "3", "--batch-sizes", "2", "--sliding-window-classes", "3",
+                 "--training-classes", "4", "--no-metric", "--no-isolate", "--device", "cpu", "--output", str(output)])
+    assert code == 0
+    cases = json.loads(output.read_text())["cases"]
+    assert [(c["kind"], c.get("batch_size")) for c in cases] == kinds
+    model = build_model(preset, torch.device("cpu"))
+    assert type(model).__name__ == model_class and model_family(preset) == preset[len("tiny_"):]
+    parent = build_model("tiny" if preset == "tiny_catseg" else "tiny_ita", torch.device("cpu"))
+    total = sum(p.numel() for p in model.parameters())
+    assert total != sum(p.numel() for p in parent.parameters())  # its own architecture, not the parent's
+    for case in cases:
+        assert "error" not in case and case["parameters"] == total and case["peak_memory_bytes"] > 0
+        assert 0 < case["min_s"] <= case["median_s"] <= case["max_s"] and case["repeats"] == 1
+        assert "kept_classes_per_stage" not in case  # neither has top-k pruning
+    forward = cases[2]
+    assert forward["images_per_s"] == pytest.approx(2 / forward["median_s"])
+    train = [c for c in cases if c["kind"] == "train_step"]
+    if preset == "tiny_fcclip":
+        # Only the head trains: FC-CLIP's CLIP is frozen.
+        head = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("clip."))
+        assert train[0]["trainable_parameters"] == head < total
+    else:
+        assert [c["gradient_checkpointing"] for c in train] == [False, True]
+        assert train[0]["trainable_parameters"] == train[1]["trainable_parameters"] < total
+    assert f"| {preset} | forward | 3 | - | 2 | float32 |" in output.with_suffix(".md").read_text()
+
+
+def test_benchmark_families_of_the_packaged_presets():
+    """Every packaged preset is benchmarked as its own family (planned only: no large model is built)."""
+    import fgaseg_hf
+    from fgaseg_hf.benchmark import FCCLIPBench, FGASegBench, ITABench, bench_for, model_family, parse_args, plan_cases
+
+    for preset in fgaseg_hf.available_presets():
+        expected = "catseg" if preset.startswith("catseg_") else "fgaseg"
+        assert model_family(preset) == expected and type(bench_for(preset)) is FGASegBench
+    for preset in fgaseg_hf.available_ita_presets():
+        assert model_family(preset) == "ita" and type(bench_for(preset)) is ITABench
+    assert fgaseg_hf.available_fcclip_presets()
+    for preset in fgaseg_hf.available_fcclip_presets():
+        assert model_family(preset) == "fcclip" and type(bench_for(preset)) is FCCLIPBench
+    cases = plan_cases(parse_args(["--preset", "catseg_vitb_384", "--preset", "fcclip_convnext_large",
+                                   "--device", "cpu", "--no-metric", "--original-pruning"]))
+    by_preset = {p: {c["kind"] for c in cases if c["preset"] == p} for p in ("catseg_vitb_384", "fcclip_convnext_large")}
+    assert "sliding_window" in by_preset["catseg_vitb_384"] and "sliding_window" not in by_preset["fcclip_convnext_large"]
+    assert not any(c.get("fixed_kept_classes") for c in cases)  # no top-k pruning to fix in either
+
+
+def test_bad_presets_are_one_error_line(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{", encoding="utf-8")
+    assert main(["--preset", str(bad), "--no-isolate", "--output", str(tmp_path / "b.json")]) == 2
+    assert main(["--preset", "catseg_nope", "--no-isolate", "--output", str(tmp_path / "b.json")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"error: --preset {bad}: not valid JSON (Expecting property name enclosed in double quotes: " \
+        "line 1 column 2 (char 1))"
+    assert err[1].startswith("error: --preset catseg_nope: unknown FGA-Seg preset 'catseg_nope'")
+    assert not (tmp_path / "b.json").exists()

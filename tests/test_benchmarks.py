@@ -172,10 +172,13 @@ def test_local_parquet_dataset(tmp_path: Path) -> None:
 
 
 def test_missing_folder_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"ADE20K-847: image folder .*images_detectron2/validation does not"):
+    # Not prepared: the folder that is missing and the command that makes it.
+    with pytest.raises(ValueError, match=r"ADE20K-847 is not prepared under .*: no image folder "
+                       r".*images_detectron2/validation; make it with `fgaseg prepare ade847 --root "):
         load_benchmark("ade847", tmp_path)
     (tmp_path / BENCHMARKS["pc59"].image_dirs["validation"]).mkdir(parents=True)
-    with pytest.raises(ValueError, match=r"label folder .*annotations_detectron2/pc59_val does not exist"):
+    with pytest.raises(ValueError, match=r"no label folder .*annotations_detectron2/pc59_val; make it with "
+                       r"`fgaseg prepare pc59"):
         load_benchmark("pc59", tmp_path)
     with pytest.raises(ValueError, match="unknown benchmark 'ade20k'"):
         load_benchmark("ade20k", tmp_path)
@@ -207,3 +210,35 @@ def test_class_name_counts() -> None:
     assert "building" in prompt_class_names("ade847") and "building, edifice" in class_names("ade847")
     assert BENCHMARKS["ade150"].protocol.checkpoint == "model_0074999.pth"
     assert BENCHMARKS["pc59"].protocol.prompt_templates == ("A photo of a {} in the scene",)
+
+
+def test_folder_dataset_layouts_and_class_lists(tmp_path: Path) -> None:
+    """A user's folder: image/label folders paired by stem or a metadata.jsonl; class lists as JSON list, id2label
+    object or text lines; one line for each problem."""
+    from PIL import Image
+
+    from fgaseg_hf.data.benchmarks import load_folder_dataset
+
+    split = tmp_path / "mine" / "val"
+    (split / "JPEGImages").mkdir(parents=True)
+    (split / "SegmentationClass").mkdir()
+    for stem in ("b", "a"):
+        Image.new("RGB", (4, 3)).save(split / "JPEGImages" / f"{stem}.jpg")
+        Image.fromarray(np.full((3, 4), 1, np.uint8)).save(split / "SegmentationClass" / f"{stem}.png")
+    (tmp_path / "mine" / "id2label.json").write_text(json.dumps({"1": "road", "0": "sky"}))
+    dataset, names = load_folder_dataset(tmp_path / "mine", split="validation")
+    assert names == ["sky", "road"] and dataset["id"] == ["a", "b"]
+    assert np.asarray(dataset[0]["annotation"]).tolist() == [[1] * 4] * 3
+    (tmp_path / "names.txt").write_text("sky\nroad\ncar\n")
+    assert load_folder_dataset(split, class_names_file=tmp_path / "names.txt")[1] == ["sky", "road", "car"]
+    (tmp_path / "twice.txt").write_text("sky\nsky\n")
+    with pytest.raises(ValueError, match="names 'sky' twice"):
+        load_folder_dataset(split, class_names_file=tmp_path / "twice.txt")
+    (split / "SegmentationClass" / "c.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="label 'c' in .* has no image"):
+        load_folder_dataset(split)
+    (split / "metadata.jsonl").write_text('{"file_name": "JPEGImages/a.jpg"}\n')
+    with pytest.raises(ValueError, match="line 1 needs file_name and annotation_file_name"):
+        load_folder_dataset(split)
+    with pytest.raises(ValueError, match="no such folder"):
+        load_folder_dataset(tmp_path / "nope")

@@ -92,7 +92,7 @@ def browser():
         pytest.skip(f"headless Chromium is not installed ({', '.join(missing)} absent; "
                     "Debian: apt-get install -y chromium chromium-driver)")
     webdriver = pytest.importorskip("selenium.webdriver",
-                                    reason="selenium is not installed: pip install -e '.[browser-test]'")
+                                    reason="selenium is not installed: pip install -e '.[test]'")
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()

@@ -201,8 +201,11 @@ def test_post_processing_gives_the_model_semantic_maps_and_their_argmax(order):
         for segment in panoptic[index]["segments_info"]:
             region = labels[index] == segment["id"]
             assert segment["score"] == pytest.approx(float(probs[index][segment["id"]][region].mean()), abs=1e-5)
-    # Default size: each image's size on the canvas.
-    assert [tuple(m.shape) for m in processor.post_process_semantic_segmentation(out)] == [(48, 75), (96, 40)]
+    # Default size: each input image's (the processor's `original_sizes`, which the model passes on); without it,
+    # each image's size on the canvas.
+    assert [tuple(m.shape) for m in processor.post_process_semantic_segmentation(out)] == targets
+    bare = type(out)(**{key: value for key, value in out.items() if key != "original_sizes"})
+    assert [tuple(m.shape) for m in processor.post_process_semantic_segmentation(bare)] == [(48, 75), (96, 40)]
 
 
 # ----------------------------------------------------------------------------- pipelines
@@ -305,7 +308,7 @@ def test_clear_errors(folder, tmp_path, capsys):
     (tmp_path / "clip" / "config.json").write_text(json.dumps({"model_type": "clip"}))
     for extra, message in [
         (["--model", str(folder), "--sliding-window"], "--sliding-window: ITA models have no sliding-window inference"),
-        (["--model", str(tmp_path / "clip")], "not an FGA-Seg model nor an ITA model (its config has model_type 'clip'"),
+        (["--model", str(tmp_path / "clip")], "an ITA model nor an FC-CLIP model (its config has model_type 'clip'"),
     ]:
         code = main(["segment", str(tmp_path / "x.png"), "--labels", "sky, road", "--output", str(tmp_path / "out"), *extra])
         err = capsys.readouterr().err
@@ -315,7 +318,7 @@ def test_clear_errors(folder, tmp_path, capsys):
         assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     from fgaseg_hf.segment import SegmentError, load_model_and_processor
 
-    with pytest.raises(SegmentError, match="not an FGA-Seg model nor an ITA model"):
+    with pytest.raises(SegmentError, match="not an FGA-Seg model nor .*an ITA model nor an FC-CLIP model"):
         load_model_and_processor(str(tmp_path / "clip"))
     model = tiny_model()
     with pytest.raises(ValueError, match="default vocabulary"):

@@ -255,8 +255,88 @@ def test_unknown_folders_and_presets_are_refused(tmp_path, capsys):
     from transformers import BertConfig
 
     BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="FGA-Seg and ITA models only, not 'bert'"):
+    from fgaseg_hf.model_card import FAMILIES
+
+    with pytest.raises(ValueError, match="model cards are written for .* models only, not 'bert'") as error:
         render_model_card(tmp_path, model_name="x")
+    assert all(family.title in str(error.value) for family in FAMILIES.values())
     assert main(["--preset", "no_such_preset"]) == 2
     err = capsys.readouterr().err
     assert "unknown preset 'no_such_preset'" in err and "ita_convnext_large_d_320" in err
+
+
+@pytest.mark.parametrize("preset, file, license", [
+    ("catseg_vitb_384", "catseg-vitb16-384.md", "mit"),
+    ("catseg_vitl_336", "catseg-vitl14-336.md", "mit"),
+    ("fcclip_convnext_large", "fcclip-convnext-large.md", "apache-2.0"),
+])
+def test_cli_defaults_give_the_committed_card_with_the_familys_licence(preset, file, license, tmp_path):
+    """No --license / --model-name: each family's own licence and card name reproduce the committed card."""
+    output = tmp_path / file
+    assert main(["--preset", preset, "--output", str(output)]) == 0
+    text = output.read_text(encoding="utf-8")
+    assert text == (CARDS / file).read_text(encoding="utf-8")
+    assert parse_model_card(text)[0]["license"] == license
+    assert main(["--preset", preset, "--license", "cc-by-4.0", "--output", str(output)]) == 0
+    assert parse_model_card(output.read_text(encoding="utf-8"))[0]["license"] == "cc-by-4.0"
+
+
+def test_split_modules_are_reexported():
+    """The families and the model-index code live in their own modules; the old import paths name the same objects."""
+    from fgaseg_hf import model_card, model_card_families, model_card_index
+
+    assert {f.model_type: f.license for f in model_card.FAMILIES.values()} == {
+        "fgaseg": "apache-2.0", "catseg": "mit", "fcclip": "apache-2.0", "ita": "apache-2.0"}
+    assert model_card.FAMILIES is model_card_families.FAMILIES
+    for name in ("validate_model_index", "validate_results", "build_metadata", "REQUIRED_METADATA_KEYS"):
+        assert getattr(model_card, name) is getattr(model_card_index, name)
+    assert model_card.clip_variant is model_card_families.clip_variant
+    assert model_card.ITA_CLIP_HUB_ID is model_card_families.ITA_CLIP_HUB_ID
+
+
+# ----------------------------------------------------------------------------- FC-CLIP: published weights
+FCCLIP_CARD = "fcclip-convnext-large.md"
+
+
+def fcclip_card() -> str:
+    return render_model_card("fcclip_convnext_large", model_name=FCCLIP_CARD[:-3], base_model=ITA_CLIP_HUB_ID)
+
+
+def test_committed_fcclip_card_is_up_to_date():
+    assert (CARDS / FCCLIP_CARD).read_text(encoding="utf-8") == fcclip_card(), (
+        f"model_cards/{FCCLIP_CARD} is stale: python -m fgaseg_hf.model_card --preset fcclip_convnext_large "
+        f"--output model_cards/{FCCLIP_CARD}"
+    )
+
+
+def test_fcclip_card_describes_the_authors_weights_and_results():
+    metadata, body = parse_model_card(fcclip_card())
+    assert metadata["license"] == "apache-2.0" and "fc-clip" in metadata["tags"] and "ita" not in metadata["tags"]
+    assert "model-index" not in metadata  # the published numbers are theirs, not a measurement of this card's model
+    assert "never released" not in body and "No trained weights" not in body
+    assert "the original authors' checkpoint" in body and "fcclip_cocopan.pth" in body
+    assert "https://drive.google.com/file/d/1-91PIns86vyNaL3CzMmDD39zKGnPMtvj" in body
+    assert "fgaseg convert --checkpoint fcclip_cocopan.pth --config fc-clip/configs/coco/panoptic-segmentation/" in body
+    assert "Reported by FC-CLIP's authors" in body and "| ADE20K (A-150) | 26.8 | 16.8 | 34.1 | `ade150` |" in body
+    assert "fgaseg evaluate --model path/to/fcclip-convnext-large --benchmarks ade150,ade847,pc59,pc459,voc20" in body
+    assert "250 learned queries" in body and "then self-attention" in body and "text queries" not in body
+    assert "from fgaseg_hf import FCCLIPModel, ITAProcessor" in body and "from_pretrained: path/to/" in body
+    assert "## Citation" in body and "@inproceedings{yu2023fcclip" in body
+
+
+def test_card_for_a_converted_fcclip_folder(tmp_path):
+    from fgaseg_hf import FCCLIPConfig
+
+    config = FCCLIPConfig(
+        vision_config=dict(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], layer_norm_eps=1e-6),
+        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                         projection_dim=32, max_position_embeddings=16),
+        feature_size=32, mask_feature_size=32, hidden_dim=32, num_attention_heads=2, encoder_layers=1,
+        dim_feedforward=64, decoder_layers=3, num_learned_queries=5,
+    )
+    config.save_pretrained(tmp_path)
+    metadata, body = parse_model_card(render_model_card(tmp_path, RESULTS, model_name="my-fcclip"))
+    assert metadata["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.312
+    assert "published checkpoint converted with `fgaseg_hf`" in body and "Reported by FC-CLIP's authors" not in body
+    assert "FCCLIPModel.from_pretrained" in body and "ITAModel" not in body and "## Citation" in body
+    assert default_model_name("fcclip_convnext_large") == "fcclip-convnext-large"

@@ -182,6 +182,7 @@ def test_training_loss_terms(fx):
         assert torch.allclose(after[ours].float(), value.float(), atol=1e-6), key
 
 
+@pytest.mark.slow
 def test_sliding_window_scenario_pruning(fx):
     """The original's sliding-window batch (4 crops of the 640 x 640 canvas + the whole image, top-k pooled over the
     views) takes the original's pruning decisions."""

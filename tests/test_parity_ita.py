@@ -17,6 +17,7 @@ import json
 import pytest
 import torch
 from conftest import fixture_params, is_ita_fixture, parity_fixture_folders, require_fixture
+from parity_helpers import ReplayedRand, check_matches, diff, normalised_batch, record_matches
 
 from fgaseg_hf.clip_tokenizer import build_clip_tokenizer
 from fgaseg_hf.conversion_ita import (
@@ -28,13 +29,12 @@ from fgaseg_hf.ita_decoder import synonym_gather_index
 from fgaseg_hf.ita_inference import geometric_ensemble, semantic_maps
 
 FOLDERS = parity_fixture_folders(is_ita_fixture)
-FEATURES, LOGITS = 2e-5, 1e-4
+# Measured here (max over the fixture): end-to-end logits 3.3e-5, pixel-decoder maps end to end 2.4e-6. Before the
+# ConvNeXt features were made contiguous for the pixel decoder they were 6.4e-5 and 8.3e-6: these bounds catch that.
+FEATURES, LOGITS = 2e-5, 5e-5
+END_TO_END_FEATURES = 5e-6
 TINY_HEAD = dict(feature_size=32, mask_feature_size=32, hidden_dim=32, num_attention_heads=2, encoder_layers=2,
                  dim_feedforward=64, decoder_layers=4, num_learned_queries=12)
-
-
-def diff(a, b) -> float:
-    return (a.float() - b.float()).abs().max().item()
 
 
 def test_ita_fixtures_are_found():
@@ -57,17 +57,7 @@ class Fixture:
         self.train_text = self.model.build_text_inputs(self.tokenizer, self.inputs["train_classes"])
 
     def batch(self, images):
-        mean = torch.tensor(self.inputs["pixel_mean"]).view(3, 1, 1)
-        std = torch.tensor(self.inputs["pixel_std"]).view(3, 1, 1)
-        normalised = [(image.float() - mean) / std for image in images]
-        height = -(-max(i.shape[1] for i in normalised) // 32) * 32
-        width = -(-max(i.shape[2] for i in normalised) // 32) * 32
-        pixels = torch.zeros(len(images), 3, height, width)
-        mask = torch.zeros(len(images), height, width, dtype=torch.long)
-        for index, image in enumerate(normalised):
-            pixels[index, :, : image.shape[1], : image.shape[2]] = image
-            mask[index, : image.shape[1], : image.shape[2]] = 1
-        return pixels, mask
+        return normalised_batch(images, self.inputs["pixel_mean"], self.inputs["pixel_std"])
 
     def infer(self, clip_input, batch_invariant=False, order="after", images=None, **kwargs):
         model = self.model.eval()
@@ -162,9 +152,9 @@ def test_pixel_decoder_on_recorded_features(fx, semantic):
     for a, b in zip(ours.multi_scale_features, expected["multi_scale_features"]):
         assert diff(a, b) < FEATURES
     # End to end as well.
-    assert diff(semantic.mask_features, expected["mask_features"]) < 5 * FEATURES
+    assert diff(semantic.mask_features, expected["mask_features"]) < END_TO_END_FEATURES
     for a, b in zip(semantic.multi_scale_features, expected["multi_scale_features"]):
-        assert diff(a, b) < 5 * FEATURES
+        assert diff(a, b) < END_TO_END_FEATURES
 
 
 def test_decoder_on_recorded_pixel_decoder_outputs(fx):
@@ -262,28 +252,6 @@ def test_batch_invariant_mode_reproduces_the_single_image_runs(fx):
 
 
 # ----------------------------------------------------------------------------- training
-class ReplayedRand:
-    """Redirect `torch.rand` to a seeded generator while the loss runs, as the fixture harness did."""
-
-    def __init__(self, seed):
-        self.generator = torch.Generator().manual_seed(seed)
-        self.shapes = []
-
-    def __enter__(self):
-        self.real = torch.rand
-
-        def rand(*shape, **kwargs):
-            kwargs.pop("device", None)
-            self.shapes.append(tuple(shape))
-            return self.real(*shape, generator=self.generator, **kwargs)
-
-        torch.rand = rand
-        return self
-
-    def __exit__(self, *exc):
-        torch.rand = self.real
-
-
 def train_inputs(fx):
     train = fx.outputs["train"]
     names = fx.inputs["category_table_names"]
@@ -296,25 +264,6 @@ def train_inputs(fx):
         synonym_to_class=fx.train_text["synonym_to_class"], dominant_input_ids=table, dominant_indices=indices,
         mask_labels=[i["gt_masks"] for i in instances], class_labels=[i["gt_classes"] for i in instances],
     )
-
-
-def record_matches(criterion):
-    calls = []
-    original = criterion.matcher.forward
-
-    def forward(*args, **kwargs):
-        calls.append(original(*args, **kwargs))
-        return calls[-1]
-
-    criterion.matcher.forward = forward
-    return calls, lambda: setattr(criterion.matcher, "forward", original)
-
-
-def check_matches(calls, expected):
-    assert len(calls) == len(expected)
-    for ours, ref in zip(calls, expected):
-        for (q, t), (rq, rt) in zip(ours, ref):
-            assert q.tolist() == rq.tolist() and t.tolist() == rt.tolist()
 
 
 def test_training_loss_end_to_end(fx):

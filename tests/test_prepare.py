@@ -127,7 +127,7 @@ def test_pc459_from_mat_files_with_a_range_check(tmp_path):
     assert names[430] == "unknown"
     savemat(base / "trainval" / f"{ids[0]}.mat", {"LabelMap": np.array([[0, 3]], np.uint16)})
     with pytest.raises(PreparationError, match=r"values must lie in 1\.\.459, got 0\.\.3"):
-        prepare("pc459", tmp_path, progress=False)
+        prepare("pc459", tmp_path, progress=False, overwrite=True)  # replaces its own first output
     assert len(pascal_context_val_ids()) == 5104
 
 

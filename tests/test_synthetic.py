@@ -120,7 +120,7 @@ def test_writing_is_byte_identical_and_removes_stale_files(tmp_path):
     assert files(a) == files(b)
     c = write_synthetic_dataset(tmp_path / "c", num_train=3, num_validation=2, size=(32, 32), seed=1, progress=False)
     assert files(a)["train/images/00000.png"] != files(c)["train/images/00000.png"]
-    write_synthetic_dataset(tmp_path / "a", num_train=1, num_validation=1, size=(32, 32), progress=False)
+    write_synthetic_dataset(tmp_path / "a", num_train=1, num_validation=1, size=(32, 32), progress=False, overwrite=True)
     assert sorted(p.name for p in (tmp_path / "a" / "train" / "images").iterdir()) == ["00000.png"]
     assert Image.open(tmp_path / "a" / "train" / "annotations" / "00000.png").mode == "L"
 

@@ -62,6 +62,23 @@ def test_family_is_inferred_from_the_preset_or_the_folder(tmp_path):
         build_model({**json.loads(json.dumps(TINY_ITA)), "clip_finetune": "all"}, NAMES)
 
 
+@pytest.mark.parametrize("config_class, preset, family", [
+    ("FGASegConfig", "vitb_384_no_fast_cat", "fgaseg"),
+    ("CATSegConfig", "catseg_vitb_384", "catseg"),
+    ("ITAConfig", "ita_convnext_large_d_320", "ita"),
+    ("FCCLIPConfig", "fcclip_convnext_large", "fcclip"),
+])
+def test_each_family_is_inferred_from_its_saved_folder_and_its_preset(config_class, preset, family, tmp_path):
+    """A CAT-Seg folder is an FGA-Seg config underneath and an FC-CLIP folder an ITA one: each still trains as itself."""
+    import fgaseg_hf
+
+    getattr(fgaseg_hf, config_class)().save_pretrained(tmp_path)
+    inferred = family_of({"from_pretrained": str(tmp_path)})
+    assert inferred.name == family and inferred is FAMILIES[family]
+    assert inferred.classes()[0].__name__ == config_class
+    assert family_of({"preset": preset}).name == family
+
+
 def test_optimizer_groups_follow_the_fc_clip_recipe():
     model, processor = build_model(json.loads(json.dumps(TINY_ITA)), NAMES)
     family = FAMILIES["ita"]
@@ -171,6 +188,7 @@ def test_training_updates_only_the_head_and_saves_a_complete_model(scenes, tmp_p
     assert metrics["eval_mean_iou"] == pytest.approx(iou[present].mean(), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_two_processes_train_ita_and_report_the_same_eval_miou_as_one(scenes, tmp_path):
     """torchrun with 2 CPU processes (gloo): DDP over ITA's trainable head (CLIP frozen) runs, and with learning
     rate 0 the evaluation sees the same model as a single-process run."""

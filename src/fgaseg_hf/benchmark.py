@@ -1,25 +1,29 @@
 """`fgaseg benchmark` (also `scripts/benchmark.py`): what a model costs to run, as JSON and a Markdown table.
 
     fgaseg benchmark --preset vitb_384_fast_cat --output benchmark.json
-    fgaseg benchmark --preset tiny --classes 3,5 --batch-sizes 1,2 --repeats 1 --no-isolate   # a one-second smoke run
+    fgaseg benchmark --preset tiny --no-isolate        # a smoke run: small vocabularies and images, one repeat
 
-Per model config (an FGA-Seg or ITA preset with random weights, or "tiny" / "tiny_ita") and device it measures, each
-case after warm-up calls and as the median of the repeats:
+Per model config (an FGA-Seg, CAT-Seg, ITA or FC-CLIP preset with random weights, or "tiny" / "tiny_catseg" /
+"tiny_ita" / "tiny_fcclip"; `benchmark_models` builds them) and device it measures, each case after warm-up calls
+and as the median of the repeats (CAT-Seg runs FGA-Seg's cases, FC-CLIP ITA's):
 - `text`: encoding a vocabulary of T class names (once per vocabulary: pipelines and `fgaseg evaluate` cache it);
 - `forward`: one forward pass from given text embeddings, for every batch size and class count, as latency and
   images/s, per dtype (fp32 on CPU; fp32 / bf16 / fp16 autocast, with and without `torch.compile`, on CUDA);
 - `image`: one 512x683 image end to end (pre-processing, forward, label map at full size), the figure the
-  original's steady-state cost is quoted for (`../shared/docs/original-speed.md`: 5.7 s at 171 classes here);
-- `sliding_window`: the benchmark protocol (640 px canvas, 4 crops and a global view) for one image (FGA-Seg);
-- `train_step`: forward, backward and AdamW step of a batch of crops with labels (FGA-Seg: CLIP policy
-  "attention", crops at the CLIP resolution, with and without activation checkpointing; ITA: frozen CLIP, the
-  recipe's 1024 px crops, labels in a 4 x 4 grid of random classes);
+  original's steady-state cost is quoted for (`benchmark_chart.ORIGINAL_IMAGE_SECONDS`: 5.7 s at 171 classes here);
+- `sliding_window`: the benchmark protocol (640 px canvas, 4 crops and a global view) for one image (FGA-Seg and
+  CAT-Seg);
+- `train_step`: forward, backward and AdamW step of a batch of crops with labels (FGA-Seg, CAT-Seg: CLIP policy
+  "attention", crops at the CLIP resolution, with and without activation checkpointing; ITA, FC-CLIP: frozen CLIP,
+  the recipe's 1024 px crops, labels in a 4 x 4 grid of random classes);
 - `metric`: the streaming confusion-matrix mIoU against the standard store-everything algorithm on random maps.
 
 CPU inference cases run with `cpu_memory.keep_freed_memory()`, as `fgaseg segment` and `fgaseg evaluate` do
-(`--default-malloc` measures without it). Peak memory is the process's peak RSS on CPU (so, by default, every case
-runs in a fresh process: `--no-isolate` runs them in this one, and then the peaks only grow) and
-`torch.cuda.max_memory_allocated` on CUDA.
+(`--default-malloc` measures without it). Peak memory is the peak RSS on CPU and `torch.cuda.max_memory_allocated` on
+CUDA. By default every case runs in a fresh process; `--no-isolate` runs them in this one, and each case's peak is
+still its own on CUDA and on Linux (the kernel's high-water mark is reset per case, `/proc/self/clear_refs`; it
+includes what the process already holds, e.g. torch itself); elsewhere it is the process's running maximum
+(`peak_memory_scope` says which).
 """
 
 from __future__ import annotations
@@ -34,50 +38,79 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+
+from .benchmark_models import (  # noqa: F401  (the models and their drivers, importable from here as before)
+    ITA_TRAIN_CROP,
+    ORIGINAL_IMAGE_SIZE,
+    PROMPT_TOKENS,
+    TINY,
+    TINY_CATSEG,
+    TINY_FCCLIP,
+    TINY_ITA,
+    TINY_PRESETS,
+    FCCLIPBench,
+    FGASegBench,
+    ITABench,
+    bench_for,
+    build_model,
+    check_benchmark_preset,
+    is_ita,
+    model_family,
+    pruning_counts,
+    random_prompts,
+)
+from .lazy_imports import LazyModule
+
+# Imported on first use, so that `fgaseg benchmark --help` and argument errors answer without torch.
+torch = LazyModule("torch")
 
 DEFAULT_CLASSES = (20, 59, 150, 171, 459, 847)
-ORIGINAL_IMAGE_SIZE = (512, 683)  # (height, width), the image of the original's measurements
-PROMPT_TOKENS = 12  # a typical tokenised prompt: "a photo of a <name> in the scene" plus start/end
-TINY = {
-    "image_size": 64, "hidden_dim": 32, "decoder_dims": [16, 16], "decoder_guidance_dims": [16, 16],
-    "decoder_guidance_proj_dims": [8, 8], "text_guidance_proj_dim": 16, "appearance_guidance_proj_dim": 16,
-    "window_size": 4, "p2t_num_heads": 4, "num_attention_heads": 2, "guidance_layer_indexes": [1, 2],
-    "clip_config": {
-        "projection_dim": 32,
-        "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                        "max_position_embeddings": 16},
-        "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4, "num_attention_heads": 2,
-                          "image_size": 64, "patch_size": 8},
-    },
-}
-
-
-TINY_ITA = {
-    "vision_config": {"hidden_sizes": [8, 16, 24, 32], "depths": [1, 1, 1, 1], "layer_norm_eps": 1e-6},
-    "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                    "projection_dim": 32, "max_position_embeddings": 16, "hidden_act": "gelu"},
-    "clip_image_size": 32, "feature_size": 32, "mask_feature_size": 32, "encoder_layers": 1,
-    "encoder_feedforward_dim": 64, "num_attention_heads": 2, "hidden_dim": 32, "dim_feedforward": 64,
-    "decoder_layers": 3, "num_learned_queries": 4, "num_text_queries": 4, "prompt_templates": ["a {}", "the {}"],
-    "train_num_points": 64, "min_size_test": 64, "max_size_test": 96,
-}
-ITA_TRAIN_CROP = 1024  # FC-CLIP's large-scale-jitter crop
-# Classes kept by the fast decoder's three top-k stages in the original's measurements (../shared/docs/
-# original-speed.md), per vocabulary size: with random weights these counts are arbitrary (they follow the init),
+# Classes kept by the fast decoder's three top-k stages in the original's measurements (those of
+# `benchmark_chart.ORIGINAL_IMAGE_SECONDS`), per vocabulary size: with random weights these counts are arbitrary (they follow the init),
 # and they decide most of the cost, so a like-for-like comparison fixes them (`--original-pruning`).
 ORIGINAL_KEPT_CLASSES = {20: (20, 20, 20), 59: (36, 34, 34), 150: (45, 39, 39), 171: (46, 42, 42), 847: (63, 52, 52)}
 
 
 # ----------------------------------------------------------------------------------------------- measuring
+def reset_peak_memory(device: torch.device) -> str:
+    """Start a case's peak-memory count; returns its scope: "case" when the peak can be reset (CUDA; on Linux the
+    kernel's resident-set high-water mark, /proc/self/clear_refs), "process" when only the process's running
+    maximum exists (then, without isolation, a case's peak includes the earlier cases')."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return "case"
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+        return "case"
+    except OSError:
+        return "process"
+
+
+def _resident_high_water_mark() -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def peak_memory_bytes(device: torch.device) -> int:
+    """CUDA: the allocator's peak; CPU: the peak resident set size since `reset_peak_memory` (Linux), else the
+    process's (ru_maxrss)."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    high_water = _resident_high_water_mark()
+    if high_water is not None:
+        return high_water
     # ru_maxrss is in KiB on Linux (bytes on macOS).
     scale = 1 if sys.platform == "darwin" else 1024
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
@@ -99,153 +132,6 @@ def timed(function: Callable[[], Any], device: torch.device, warmup: int, repeat
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats}
 
 
-def is_ita(preset: str) -> bool:
-    from .configuration_ita import available_ita_presets
-
-    return preset == "tiny_ita" or preset in available_ita_presets()
-
-
-def build_model(preset: str, device: torch.device):
-    """The preset's model with random weights (seeded): FGA-Seg, or ITA for ITA presets and "tiny_ita"."""
-    torch.manual_seed(0)
-    if is_ita(preset):
-        from .configuration_ita import ITAConfig
-        from .modeling_ita import ITAModel
-
-        config = ITAConfig(**json.loads(json.dumps(TINY_ITA))) if preset == "tiny_ita" else ITAConfig.from_preset(preset)
-        return ITAModel(config).to(device).eval()
-    from .configuration_fgaseg import FGASegConfig, preset_values
-    from .modeling_fgaseg import FGASegModel
-
-    values = json.loads(json.dumps(TINY)) if preset == "tiny" else preset_values(preset)
-    return FGASegModel(FGASegConfig(**values)).to(device).eval()
-
-
-def random_prompts(model, num_classes: int, generator: torch.Generator) -> torch.Tensor:
-    """`(T, templates, PROMPT_TOKENS)` token ids: start, random words, end (real prompts are about this long)."""
-    text = model.config.clip_config.text_config
-    templates = model.config.num_templates
-    length = min(PROMPT_TOKENS, text.max_position_embeddings)
-    ids = torch.randint(0, text.vocab_size - 2, (num_classes, templates, length), generator=generator)
-    ids[..., 0] = text.bos_token_id
-    ids[..., -1] = text.eos_token_id
-    return ids
-
-
-class FGASegBench:
-    """How the benchmark drives FGA-Seg: prompts `(T, templates, tokens)`, square CLIP-resolution inputs."""
-
-    def text_inputs(self, model, classes: int, generator) -> dict:
-        return {"input_ids": random_prompts(model, classes, generator)}
-
-    def encode(self, model, text: dict) -> dict:
-        return {"text_embeds": model.get_text_embeddings(text["input_ids"])}
-
-    def pixel_inputs(self, model, batch: int, generator) -> dict:
-        size = model.config.clip_resolution
-        return {"pixel_values": torch.randn(batch, 3, size, size, generator=generator)}
-
-    def image_processor(self, model, sliding: bool):
-        from .image_processing_fgaseg import FGASegImageProcessor
-
-        return FGASegImageProcessor.from_model_config(model.config, do_sliding_window=sliding)
-
-    def train_inputs(self, model, case: dict, generator) -> dict:
-        model.apply_finetune_policy(case.get("policy", "attention"))
-        size, batch = model.config.clip_resolution, case["batch_size"]
-        return {"pixel_values": torch.randn(batch, 3, size, size, generator=generator),
-                "labels": torch.randint(0, case["classes"], (batch, size, size), generator=generator)}
-
-
-class ITABench:
-    """How the benchmark drives ITA: every class in every template (plus the bare-name dominant vocabulary), images
-    at the test-time size of the 512x683 image, training on the recipe's 1024 px crops with block-shaped labels."""
-
-    def text_inputs(self, model, classes: int, generator) -> dict:
-        text = model.config.text_config
-        templates = len(model.config.prompt_templates)
-        length = min(PROMPT_TOKENS, text.max_position_embeddings)
-
-        def rows(count):
-            ids = torch.zeros(count, text.max_position_embeddings, dtype=torch.long)  # open_clip pads with 0
-            ids[:, :length] = torch.randint(1, text.vocab_size - 2, (count, length), generator=generator)
-            ids[:, 0], ids[:, length - 1] = text.bos_token_id, text.eos_token_id
-            mask = torch.zeros_like(ids)
-            mask[:, :length] = 1
-            return ids, mask
-
-        input_ids, attention_mask = rows(classes * templates)
-        dominant_ids, dominant_mask = rows(classes + 1)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "dominant_input_ids": dominant_ids,
-                "dominant_attention_mask": dominant_mask, "synonym_to_class": torch.arange(classes)}
-
-    def encode(self, model, text: dict) -> dict:
-        model.clip._text_cache.clear()  # time the text tower, not the cache
-        classifier, synonym_to_class = model.text_classifier(
-            text["input_ids"], text["attention_mask"], text["synonym_to_class"]
-        )
-        vocabulary = model.dominant_vocabulary(text["dominant_input_ids"], text["dominant_attention_mask"])
-        return {"text_embeds": classifier[:-1], "synonym_to_class": synonym_to_class, "dominant_text_embeds": vocabulary}
-
-    def pixel_inputs(self, model, batch: int, generator) -> dict:
-        processor = self.image_processor(model, sliding=False)
-        height, width = processor.resized_size(*ORIGINAL_IMAGE_SIZE)
-        canvas = processor.canvas_size([(height, width)])
-        pixel_mask = torch.zeros(batch, *canvas, dtype=torch.long)
-        pixel_mask[:, :height, :width] = 1
-        return {"pixel_values": torch.randn(batch, 3, *canvas, generator=generator) * pixel_mask[:, None],
-                "pixel_mask": pixel_mask}
-
-    def image_processor(self, model, sliding: bool):
-        from .image_processing_ita import ITAImageProcessor
-
-        if sliding:
-            raise ValueError("ITA has no sliding-window inference")
-        return ITAImageProcessor.from_model_config(model.config)
-
-    def train_inputs(self, model, case: dict, generator) -> dict:
-        size, batch = ITA_TRAIN_CROP if case["preset"] != "tiny_ita" else 64, case["batch_size"]
-        # A 4 x 4 grid of random classes: about as many segments (masks to match) as a real scene.
-        blocks = torch.randint(0, case["classes"], (batch, 1, 4, 4), generator=generator).float()
-        labels = torch.nn.functional.interpolate(blocks, size=(size, size), mode="nearest")[:, 0].long()
-        return {"pixel_values": torch.randn(batch, 3, size, size, generator=generator), "labels": labels}
-
-
-@contextmanager
-def pruning_counts(record: list[int], fixed: Sequence[int] | None = None):
-    """Appends to `record` how many classes each top-k pruning stage keeps (the largest count over the images).
-
-    With `fixed`, stage i keeps exactly `fixed[i]` classes instead (the ones whose best auxiliary logit is highest):
-    the work of a model whose pruning kept that many, whatever these random weights would keep. Outputs then differ
-    from the model's; only the timings are meaningful."""
-    from .fgaseg_decoder import ClassSelection
-
-    original = ClassSelection.prune
-
-    def prune(self, aux_logits, top_k, groups):
-        if fixed is None:
-            selection, keep = original(self, aux_logits, top_k, groups)
-        else:
-            scores = aux_logits.detach().amax(dim=(2, 3))
-            if self.mask is not None:
-                scores = scores.masked_fill(~self.mask, float("-inf"))
-            count = min(fixed[len(record) % len(fixed)], scores.shape[1])
-            keep = scores.topk(count, dim=1).indices.sort(dim=1).values
-            selection = ClassSelection(self.ids.gather(1, keep), torch.ones_like(keep, dtype=torch.bool))
-        record.append(int(keep.shape[1]))
-        return selection, keep
-
-    ClassSelection.prune = prune
-    try:
-        yield record
-    finally:
-        ClassSelection.prune = original
-
-
-def bench_for(preset: str):
-    return ITABench() if is_ita(preset) else FGASegBench()
-
-
 def autocast(device: torch.device, dtype: str):
     if dtype == "float32":
         return torch.autocast(device.type, enabled=False)
@@ -256,8 +142,8 @@ def autocast(device: torch.device, dtype: str):
 def run_case(case: dict) -> dict:
     """Measures one case (see the module docs) in this process; returns the case with its results."""
     device = torch.device(case["device"])
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    scope = reset_peak_memory(device if case["kind"] != "metric" else torch.device("cpu"))
+    case = {**case, "peak_memory_scope": scope}
     kind = case["kind"]
     if kind == "metric":
         return {**case, **measure_metric(case)}
@@ -268,6 +154,7 @@ def run_case(case: dict) -> dict:
         case = {**case, "keep_freed_memory": keep_freed_memory()}
     model = build_model(case["preset"], device)
     bench = bench_for(case["preset"])
+    bench.image_size = tuple(case.get("image_size", ORIGINAL_IMAGE_SIZE))
     generator = torch.Generator().manual_seed(0)
     classes = case["classes"]
     text = {k: v.to(device) for k, v in bench.text_inputs(model, classes, generator).items()}
@@ -318,7 +205,9 @@ def measure_forward(model, bench, embeds, case, device, generator) -> dict:
 
 def measure_image(model, bench, embeds, case, device, generator) -> dict:
     processor = bench.image_processor(model, case["kind"] == "sliding_window")
-    height, width = ORIGINAL_IMAGE_SIZE
+    if case.get("sliding_window_canvas"):
+        processor.sliding_window_canvas = list(case["sliding_window_canvas"])
+    height, width = case.get("image_size", ORIGINAL_IMAGE_SIZE)
     image = torch.randint(0, 256, (height, width, 3), generator=generator, dtype=torch.uint8).numpy()
 
     def step():
@@ -353,47 +242,7 @@ def measure_train_step(model, bench, text, case, device, generator) -> dict:
     return result
 
 
-def store_everything_miou(predictions, references, num_labels: int, ignore_index: int) -> float:
-    """The standard metric's algorithm: every map kept until the end, then per-image histograms."""
-    intersect = np.zeros(num_labels)
-    union = np.zeros(num_labels)
-    for prediction, reference in zip(predictions, references):
-        keep = reference != ignore_index
-        prediction, reference = prediction[keep], reference[keep]
-        hit = prediction[prediction == reference]
-        area_intersect = np.histogram(hit, bins=num_labels, range=(0, num_labels - 1))[0]
-        area_prediction = np.histogram(prediction, bins=num_labels, range=(0, num_labels - 1))[0]
-        area_reference = np.histogram(reference, bins=num_labels, range=(0, num_labels - 1))[0]
-        intersect += area_intersect
-        union += area_prediction + area_reference - area_intersect
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return float(np.nanmean(intersect / union))
-
-
-def measure_metric(case: dict) -> dict:
-    """Streaming vs store-everything mIoU on `images` random 512 x 512 maps with `classes` labels."""
-    from .metrics import ConfusionMatrix
-
-    rng = np.random.default_rng(0)
-    count, classes = case["images"], case["classes"]
-
-    def maps():
-        for _ in range(count):
-            reference = rng.integers(0, classes, (512, 512))
-            reference[:8] = 255
-            yield rng.integers(0, classes, (512, 512)), reference
-
-    start = time.perf_counter()
-    if case["method"] == "streaming":
-        confusion = ConfusionMatrix(classes, ignore_index=255)
-        for prediction, reference in maps():
-            confusion.update(torch.from_numpy(prediction), torch.from_numpy(reference))
-        miou = float(confusion.compute()["mean_iou"])
-    else:
-        stored = list(maps())
-        miou = store_everything_miou([p for p, _ in stored], [r for _, r in stored], classes, 255)
-    return {"seconds": time.perf_counter() - start, "mean_iou": miou,
-            "peak_memory_bytes": peak_memory_bytes(torch.device("cpu"))}
+from .benchmark_metric import measure_metric, store_everything_miou  # noqa: E402  (the metric cases)
 
 
 # ----------------------------------------------------------------------------------------------- plan and report
@@ -403,16 +252,24 @@ def plan_cases(args) -> list[dict]:
     dtypes = args.dtypes.split(",") if args.dtypes else (["float32", "bfloat16", "float16"] if cuda else ["float32"])
     compiles = [False, True] if (cuda and not args.no_compile) else [False]
     common = {"device": device, "warmup": args.warmup, "repeats": args.repeats}
+    sized = {"image_size": list(args.image_size)}
+    if args.sliding_window_canvas:
+        sized["sliding_window_canvas"] = list(args.sliding_window_canvas)
     if args.default_malloc:
         common["keep_freed_memory"] = False
+    if args.metric_only:
+        from .benchmark_metric import plan_metric_cases
+
+        return plan_metric_cases(common, args)
     classes = [int(c) for c in args.classes.split(",")]
     cases = []
     for preset in args.preset:
-        base = {**common, "preset": preset}
+        base = {**common, **sized, "preset": preset}
+        family = model_family(preset)  # CAT-Seg runs FGA-Seg's cases, FC-CLIP ITA's
         for count in classes:
             cases.append({**base, "kind": "text", "classes": count, "dtype": "float32"})
             cases.append({**base, "kind": "image", "classes": count, "dtype": "float32"})
-            if args.original_pruning and count in ORIGINAL_KEPT_CLASSES and not is_ita(preset):
+            if args.original_pruning and count in ORIGINAL_KEPT_CLASSES and family == "fgaseg":
                 cases.append({**base, "kind": "image", "classes": count, "dtype": "float32",
                               "fixed_kept_classes": list(ORIGINAL_KEPT_CLASSES[count])})
             for dtype in dtypes:
@@ -420,7 +277,7 @@ def plan_cases(args) -> list[dict]:
                     for batch in (int(b) for b in args.batch_sizes.split(",")):
                         cases.append({**base, "kind": "forward", "classes": count, "batch_size": batch,
                                       "dtype": dtype, "compile": compiled})
-        ita = is_ita(preset)  # ITA: no sliding window, and its trainable head is small (no checkpointing)
+        ita = family in ("ita", "fcclip")  # no sliding window, and the trainable head is small (no checkpointing)
         for count in (int(c) for c in args.sliding_window_classes.split(",") if c and not ita):
             cases.append({**base, "kind": "sliding_window", "classes": count, "dtype": "float32"})
         if not args.no_training:
@@ -430,9 +287,9 @@ def plan_cases(args) -> list[dict]:
                                   "batch_size": args.training_batch_size, "dtype": dtype, "warmup": 1,
                                   "repeats": max(1, min(args.repeats, 3)), "gradient_checkpointing": checkpointing})
     if not args.no_metric:
-        for method in ("streaming", "store_everything"):
-            cases.append({**common, "kind": "metric", "method": method, "images": args.metric_images, "classes": 150,
-                          "device": "cpu"})
+        from .benchmark_metric import plan_metric_cases
+
+        cases += plan_metric_cases(common, args)
     return cases
 
 
@@ -477,10 +334,9 @@ def summarise(cases: list[dict]) -> dict:
             summary[f"{preset}: image time 847 / 150 classes"] = images[(preset, 847)] / images[(preset, 150)]
         if (preset, 171) in images:
             summary[f"{preset}: seconds per image at 171 classes"] = images[(preset, 171)]
-    metric = {c["method"]: c for c in cases if c["kind"] == "metric" and "seconds" in c}
-    if len(metric) == 2:
-        summary["metric: streaming / store-everything time"] = metric["streaming"]["seconds"] / metric["store_everything"]["seconds"]
-        summary["metric: same mIoU"] = abs(metric["streaming"]["mean_iou"] - metric["store_everything"]["mean_iou"]) < 1e-9
+    from .benchmark_metric import summarise_metric
+
+    summary.update(summarise_metric(cases))
     return summary
 
 
@@ -510,6 +366,8 @@ def render_markdown(report: dict) -> str:
         "| peak GiB |",
         "|---|---|---:|---|---:|---|---|---:|---:|---:|",
     ]
+    if all(c["kind"] == "metric" for c in report["cases"]):  # --metric-only: no model table
+        del lines[-2:]
     for c in report["cases"]:
         if c["kind"] == "metric":
             continue
@@ -520,44 +378,91 @@ def render_markdown(report: dict) -> str:
             f"{'yes' if c.get('compile') or c.get('gradient_checkpointing') else 'no'} | {seconds} | {rate} | "
             f"{_gib(c.get('peak_memory_bytes'))} |"
         )
-    metric = [c for c in report["cases"] if c["kind"] == "metric" and "seconds" in c]
-    if metric:
-        lines += ["", "| mIoU algorithm | images | classes | seconds | peak GiB | mIoU |", "|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {c['method']} | {c['images']} | {c['classes']} | {c['seconds']:.3f} | "
-                  f"{_gib(c['peak_memory_bytes'])} | {c['mean_iou']:.6f} |" for c in metric]
+    from .benchmark_metric import render_metric_markdown
+
+    lines += render_metric_markdown(report["cases"])
     if report["summary"]:
         lines += ["", "| summary | value |", "|---|---|"]
         lines += [f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in report["summary"].items()]
     return "\n".join(lines) + "\n"
 
 
+# Defaults of the options that decide a run's size. The tiny presets alone make a smoke run (small vocabularies,
+# image and canvas, one repeat: well under a minute and 2 GB on a 2-core CPU); anything given on the command line
+# wins.
+FULL_DEFAULTS = {
+    "classes": ",".join(map(str, DEFAULT_CLASSES)), "batch_sizes": "1,2,4,8", "sliding_window_classes": "171,847",
+    "training_classes": 171, "metric_images": 100, "image_size": "512,683", "sliding_window_canvas": None,
+    "repeats": 3, "warmup": 1,
+}
+SMOKE_DEFAULTS = {
+    "classes": "3,5", "batch_sizes": "1,2", "sliding_window_classes": "5", "training_classes": 5, "metric_images": 4,
+    "image_size": "96,128", "sliding_window_canvas": "96,96", "repeats": 1, "warmup": 0,
+}
+
+
+def _pair(text: str) -> tuple[int, int]:
+    try:
+        first, second = (int(part) for part in str(text).split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHT,WIDTH (two integers), got {text!r}") from None
+    if first < 1 or second < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
+    return first, second
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fgaseg benchmark", description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", action="append", help='model preset(s) with random weights (FGA-Seg or ITA), or '
-                        '"tiny" / "tiny_ita" (repeat; default: vitb_384_fast_cat)')
-    parser.add_argument("--classes", default=",".join(map(str, DEFAULT_CLASSES)), help="(default: %(default)s)")
-    parser.add_argument("--batch-sizes", default="1,2,4,8", help="(default: %(default)s)")
+    parser.add_argument("--preset", action="append", help='model preset(s) with random weights (FGA-Seg, CAT-Seg, '
+                        'ITA or FC-CLIP), or "tiny" / "tiny_catseg" / "tiny_ita" / "tiny_fcclip" (repeat; default: '
+                        'vitb_384_fast_cat)')
+    parser.add_argument("--classes", help="comma-separated vocabulary sizes T (default: "
+                        f"{FULL_DEFAULTS['classes']}; {SMOKE_DEFAULTS['classes']} for the tiny presets)")
+    parser.add_argument("--batch-sizes", help="comma-separated batch sizes of the forward cases (default: "
+                        f"{FULL_DEFAULTS['batch_sizes']}; {SMOKE_DEFAULTS['batch_sizes']} for the tiny presets)")
     parser.add_argument("--dtypes", help="comma-separated (default: float32 on CPU; float32,bfloat16,float16 on CUDA)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile cases on CUDA")
-    parser.add_argument("--sliding-window-classes", default="171,847",
-                        help="class counts of the sliding-window case (default: %(default)s)")
-    parser.add_argument("--training-classes", type=int, default=171)
+    parser.add_argument("--sliding-window-classes",
+                        help="comma-separated class counts of the sliding-window case (default: "
+                        f"{FULL_DEFAULTS['sliding_window_classes']}; {SMOKE_DEFAULTS['sliding_window_classes']} for "
+                        "the tiny presets)")
+    parser.add_argument("--training-classes", type=int, help="classes in the training step's labels (default: "
+                        f"{FULL_DEFAULTS['training_classes']}; {SMOKE_DEFAULTS['training_classes']} for the tiny presets)")
     parser.add_argument("--training-batch-size", type=int, default=None, help="(default: 1 on CPU, 4 on CUDA)")
     parser.add_argument("--original-pruning", action="store_true",
                         help="add image cases whose top-k stages keep as many classes as in the original's measurement "
                         f"(vocabularies {', '.join(map(str, ORIGINAL_KEPT_CLASSES))}): random weights make the kept count "
                         "arbitrary, so this is the like-for-like comparison with its timings")
-    parser.add_argument("--no-training", action="store_true")
-    parser.add_argument("--no-metric", action="store_true")
-    parser.add_argument("--metric-images", type=int, default=100)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--no-isolate", action="store_true", help="run every case in this process")
+    parser.add_argument("--no-training", action="store_true", help="skip the training-step cases")
+    parser.add_argument("--no-metric", action="store_true", help="skip the streaming-mIoU metric cases")
+    parser.add_argument("--metric-only", action="store_true", help="run the metric cases only")
+    parser.add_argument("--metric-peer", metavar="PATH",
+                        help="an evaluate module to time beside the streaming mIoU on the same maps, e.g. a local copy "
+                        "of evaluate's own mean_iou (default: none)")
+    parser.add_argument("--metric-images", type=int, help="random 512x512 label maps of the metric cases (default: "
+                        f"{FULL_DEFAULTS['metric_images']}; {SMOKE_DEFAULTS['metric_images']} for the tiny presets)")
+    parser.add_argument("--image-size", type=_pair, metavar="HEIGHT,WIDTH",
+                        help="the test image of the image and sliding-window cases (default: "
+                        f"{FULL_DEFAULTS['image_size']}, the original's measurements; {SMOKE_DEFAULTS['image_size']} "
+                        "for the tiny presets)")
+    parser.add_argument("--sliding-window-canvas", type=_pair, metavar="HEIGHT,WIDTH",
+                        help="canvas of the sliding-window case (default: the image processor's, 640,640; "
+                        f"{SMOKE_DEFAULTS['sliding_window_canvas']} for the tiny presets)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    parser.add_argument("--warmup", type=int, help="untimed calls before each case's repeats (default: "
+                        f"{FULL_DEFAULTS['warmup']}; {SMOKE_DEFAULTS['warmup']} for the tiny presets)")
+    parser.add_argument("--repeats", type=int, help="timed calls per case; the median is reported (default: "
+                        f"{FULL_DEFAULTS['repeats']}; {SMOKE_DEFAULTS['repeats']} for the tiny presets)")
+    parser.add_argument("--no-isolate", action="store_true",
+                        help="run every case in this process (faster; on Linux and CUDA each case's peak memory is "
+                        "still its own, elsewhere the process's running maximum)")
     parser.add_argument("--default-malloc", action="store_true",
                         help="CPU inference with glibc's default allocation policy (not fgaseg_hf.cpu_memory's)")
     parser.add_argument("--output", default="benchmark.json", help="JSON report (default: %(default)s)")
     parser.add_argument("--markdown", help="Markdown table (default: the JSON path with .md)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the report, table and chart an earlier run wrote (files fgaseg did not write "
+                        "are never replaced)")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # one case, for the isolated child processes
     return parser
 
@@ -566,6 +471,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line with its device-dependent defaults filled in."""
     args = build_parser().parse_args(argv)
     args.preset = args.preset or ["vitb_384_fast_cat"]
+    defaults = SMOKE_DEFAULTS if all(p in TINY_PRESETS for p in args.preset) else FULL_DEFAULTS
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, _pair(value) if name in ("image_size", "sliding_window_canvas") and value else value)
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.training_batch_size is None:
         args.training_batch_size = 4 if args.device.startswith("cuda") else 1
     return args
@@ -578,19 +489,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.case:
         print(json.dumps(run_case(json.loads(args.case))))
         return 0
+    for preset in args.preset or []:
+        try:
+            check_benchmark_preset(preset)
+        except (ValueError, OSError) as error:
+            print(f"error: --preset {preset}: {error}", file=sys.stderr)
+            return 2
+    from .safe_io import OutputFiles, OutputFolderError
+
+    output = Path(args.output)
+    markdown = Path(args.markdown) if args.markdown else output.with_suffix(".md")
+    chart = output.with_suffix(".png")
+    files = OutputFiles([("--output", output), ("--markdown", markdown), ("--output", chart)], args.overwrite)
+    try:
+        files.check()  # before hours of measuring, not after
+    except OutputFolderError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     cases = plan_cases(args)
     results = []
     for case in tqdm(cases, desc="benchmark", unit="case"):
         results.append(run_case(case) if args.no_isolate else run_isolated(case))
     report = {"machine": describe_machine(args.device), "cases": results, "summary": summarise(results)}
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    files.claim()
     output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    markdown = Path(args.markdown) if args.markdown else output.with_suffix(".md")
     markdown.write_text(render_markdown(report), encoding="utf-8")
     from .benchmark_chart import plot_image_times
 
-    chart = output.with_suffix(".png")
     drawn = plot_image_times(results, chart, title=f"seconds per image ({report['machine']['device']})")
     print(f"wrote {output}, {markdown}" + (f" and {chart}" if drawn else ""))
     failed = [c for c in results if "error" in c]

@@ -86,10 +86,22 @@ class FGASegConfig(PretrainedConfig):
         has_default_vocabulary (`bool`): whether the model carries a default vocabulary (`id2label`, its token ids
             and cached text embeddings) so that it runs without text input.
         default_vocabulary_token_length (`int`): token length of the stored default-vocabulary prompts.
+        use_pixel_to_text_attention (`bool`): build FGA-Seg's pixel-to-text cross-attention (P2T); without it the
+            CLIP text embeddings enter the cost volume unchanged (CAT-Seg).
+        use_local_alignment (`bool`): build FGA-Seg's local (dynamic-kernel) cost and its three fusions with the
+            global cost; without it the decoder sees the global cost only (CAT-Seg).
+        use_alignment_projector (`bool`): build FGA-Seg's alignment projector and its loss term (absent in CAT-Seg).
     """
 
     model_type = "fgaseg"
     sub_configs = {"clip_config": CLIPConfig}
+    # Trainer's evaluation and predict() keep only the loss and `logits` (Trainer reads this from the config; the
+    # other outputs have no batch axis or are large).
+    keys_to_ignore_at_inference = [
+        "auxiliary_logits", "alignment_logits", "loss_terms", "kept_classes", "text_embeds", "refined_text_embeds",
+        "image_embeds", "hidden_states", "attentions", "text_attentions", "correlation", "local_correlation",
+        "original_sizes",
+    ]
 
     def __init__(
         self,
@@ -128,11 +140,17 @@ class FGASegConfig(PretrainedConfig):
         has_default_vocabulary: bool = False,
         default_vocabulary_token_length: int = 77,
         initializer_range: float = 0.02,
+        use_pixel_to_text_attention: bool = True,
+        use_local_alignment: bool = True,
+        use_alignment_projector: bool = True,
         **kwargs,
     ):
         if clip_config is None:
             clip_config = CLIPConfig()
         elif isinstance(clip_config, dict):
+            from .validation import check_sub_config_dict
+
+            check_sub_config_dict("FGASegConfig.clip_config", clip_config)
             clip_config = CLIPConfig(**clip_config)
         self.clip_config = clip_config
         self.text_guidance_dim = text_guidance_dim
@@ -169,6 +187,9 @@ class FGASegConfig(PretrainedConfig):
         self.has_default_vocabulary = has_default_vocabulary
         self.default_vocabulary_token_length = default_vocabulary_token_length
         self.initializer_range = initializer_range
+        self.use_pixel_to_text_attention = bool(use_pixel_to_text_attention)
+        self.use_local_alignment = bool(use_local_alignment)
+        self.use_alignment_projector = bool(use_alignment_projector)
         super().__init__(**kwargs)
         self.validate()
 
@@ -221,6 +242,9 @@ class FGASegConfig(PretrainedConfig):
     # ----------------------------------------------------------------- validation
     def validate(self) -> None:
         """Raise a `ValueError` naming the first inconsistent setting."""
+        from .validation import check_fgaseg_sizes
+
+        check_fgaseg_sizes(self)
 
         def choice(name, value, allowed):
             if value not in allowed:
@@ -236,25 +260,24 @@ class FGASegConfig(PretrainedConfig):
             raise ValueError("FGASegConfig.prompt_templates must be a non-empty list of strings containing '{}'")
         if len(self.decoder_dims) != 2 or len(self.decoder_guidance_dims) != 2 or len(self.decoder_guidance_proj_dims) != 2:
             raise ValueError("decoder_dims, decoder_guidance_dims and decoder_guidance_proj_dims need two entries each")
-        if self.hidden_dim % 2:
+        if self.use_local_alignment and self.hidden_dim % 2:
             raise ValueError(f"hidden_dim must be even (the second decoder stage uses hidden_dim / 2), got {self.hidden_dim}")
-        if self.decoder_dims[0] != self.hidden_dim // 2:
+        if self.use_local_alignment and self.decoder_dims[0] != self.hidden_dim // 2:
             raise ValueError(
                 f"decoder_dims[0] ({self.decoder_dims[0]}) must equal hidden_dim / 2 ({self.hidden_dim // 2}): "
                 "the local cost is projected to hidden_dim / 2 before it is fused with the first decoder stage"
             )
-        for name, width in (
-            ("decoder_dims[0]", self.decoder_dims[0]),
-            ("decoder_dims[1]", self.decoder_dims[1]),
-            ("hidden_dim / 2", self.hidden_dim // 2),
-        ):
+        widths = [("decoder_dims[0]", self.decoder_dims[0]), ("decoder_dims[1]", self.decoder_dims[1])]
+        if self.use_local_alignment:  # the local cost's own upsampling DoubleConv
+            widths.append(("hidden_dim / 2", self.hidden_dim // 2))
+        for name, width in widths:
             if width < 16 or width % 16:
                 raise ValueError(f"{name} ({width}) must be a positive multiple of 16 (GroupNorm uses width / 16 groups)")
         if self.hidden_dim % self.num_attention_heads:
             raise ValueError("hidden_dim must be divisible by num_attention_heads")
-        if self.projection_dim % self.p2t_num_heads:
+        if self.use_pixel_to_text_attention and self.projection_dim % self.p2t_num_heads:
             raise ValueError(f"the CLIP projection dim ({self.projection_dim}) must be divisible by p2t_num_heads")
-        if self.projection_dim % 4:
+        if self.use_pixel_to_text_attention and self.projection_dim % 4:
             raise ValueError("the CLIP projection dim must be divisible by 4 (2-D sine position encoding)")
         if self.decoder_guidance_proj_dims[0] >= self.hidden_dim or self.decoder_guidance_proj_dims[1] >= self.decoder_dims[0]:
             raise ValueError("decoder_guidance_proj_dims must be smaller than the width of the stage they join")
@@ -280,6 +303,19 @@ class FGASegConfig(PretrainedConfig):
             raise ValueError("inference_chunk_size must be >= 0 (0: every map at once)")
         if self.class_aggregation_length < 0:
             raise ValueError("class_aggregation_length must be >= 0 (0 disables padding and truncation)")
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        """As transformers reads a config; a plain CLIP folder (`model_type` "clip") reads as a new FGA-Seg with the
+        default settings on that CLIP, so that `FGASegModel.from_pretrained(clip_folder)` (`base_model_prefix`
+        "clip") loads the CLIP weights and initialises the rest."""
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if config_dict.get("model_type") == "clip":
+            wrapped = {"model_type": cls.model_type, "clip_config": config_dict}
+            if "dtype" in config_dict:
+                wrapped["dtype"] = config_dict["dtype"]
+            config_dict = wrapped
+        return config_dict, kwargs
 
     # ----------------------------------------------------------------- presets
     @classmethod

@@ -66,8 +66,11 @@ class ITAConfig(PretrainedConfig):
         decoder_layers (`int`): [MASK_FORMER.DEC_LAYERS]; the decoder has `decoder_layers - 1` layers and makes
             `decoder_layers` predictions (one on the initial queries).
         pre_norm (`bool`): [MASK_FORMER.PRE_NORM].
+        decoder_self_attention (`bool`): the decoder layers keep Mask2Former's query self-attention (cross-attention,
+            then self-attention, then FFN: FC-CLIP). ITA removed it (cross-attention, then FFN; default False).
         num_learned_queries (`int`): [MASK_FORMER.NUM_OBJECT_QUERIES].
         num_text_queries (`int`): dominant categories turned into text queries (hard-coded 20 in the original).
+            0 removes the dominant-category step (no whole-image CLIP forward, no projection): FC-CLIP.
         dominant_crop_mode (`str`): how the whole-image CLIP crop is made when none is given:
             "resize_center_crop" (deterministic: shortest edge to `clip_image_size`, centre crop; default) or
             "random_resized_crop" (the original's training augmentation: scale 0.9-1.0, drawn from the global RNG).
@@ -98,10 +101,24 @@ class ITAConfig(PretrainedConfig):
     keys_to_ignore_at_inference = [
         "loss_dict", "semantic_maps", "class_queries_logits", "masks_queries_logits", "all_class_logits",
         "all_mask_logits", "out_vocab_logits", "pooled_clip_embeds", "mask_class_logits", "dominant_indices",
-        "dominant_probs", "text_queries", "text_classifier", "image_sizes", "backbone_hidden_states", "mask_features",
-        "multi_scale_features", "dominant_image_embeds",
+        "dominant_probs", "text_queries", "text_classifier", "image_sizes", "hidden_states", "mask_features",
+        "multi_scale_features", "dominant_image_embeds", "original_sizes",
     ]
     sub_configs = {"vision_config": ConvNextConfig, "text_config": CLIPTextConfig}
+
+    @property
+    def _attn_implementation(self):
+        return self._attn_implementation_internal
+
+    @_attn_implementation.setter
+    def _attn_implementation(self, value):
+        # transformers sets a requested implementation on every sub-config, and ConvNextModel (no attention at all)
+        # refuses any explicit one, "sdpa" included: the request applies to the text tower and the model, and the
+        # trunk keeps its default (a no-op there).
+        PretrainedConfig._attn_implementation.fset(self, value)
+        vision = getattr(self, "vision_config", None)
+        if vision is not None:
+            vision._attn_implementation_internal = None
 
     def __init__(
         self,
@@ -128,6 +145,7 @@ class ITAConfig(PretrainedConfig):
         dim_feedforward: int = 2048,
         decoder_layers: int = 10,
         pre_norm: bool = False,
+        decoder_self_attention: bool = False,
         num_learned_queries: int = 180,
         num_text_queries: int = 20,
         dominant_crop_mode: str = "resize_center_crop",
@@ -155,6 +173,9 @@ class ITAConfig(PretrainedConfig):
         if vision_config is None:
             vision_config = ConvNextConfig(hidden_sizes=[192, 384, 768, 1536], depths=[3, 3, 27, 3], layer_norm_eps=1e-6)
         elif isinstance(vision_config, dict):
+            from .validation import check_sub_config_dict
+
+            check_sub_config_dict("ITAConfig.vision_config", vision_config)
             vision_config = ConvNextConfig(**vision_config)
         if text_config is None:
             text_config = CLIPTextConfig(
@@ -163,6 +184,9 @@ class ITAConfig(PretrainedConfig):
                 vocab_size=49408, bos_token_id=49406, eos_token_id=49407, pad_token_id=0,
             )
         elif isinstance(text_config, dict):
+            from .validation import check_sub_config_dict
+
+            check_sub_config_dict("ITAConfig.text_config", text_config)
             text_config = CLIPTextConfig(**text_config)
         self.vision_config = vision_config
         self.text_config = text_config
@@ -187,6 +211,7 @@ class ITAConfig(PretrainedConfig):
         self.dim_feedforward = dim_feedforward
         self.decoder_layers = decoder_layers
         self.pre_norm = pre_norm
+        self.decoder_self_attention = bool(decoder_self_attention)
         self.num_learned_queries = num_learned_queries
         self.num_text_queries = num_text_queries
         self.dominant_crop_mode = dominant_crop_mode
@@ -222,12 +247,20 @@ class ITAConfig(PretrainedConfig):
         return self.vision_head_hidden_size or 2 * self.projection_dim
 
     @property
+    def uses_dominant_categories(self) -> bool:
+        """Whether the model has ITA's dominant-category step (text queries); False for FC-CLIP."""
+        return self.num_text_queries > 0
+
+    @property
     def num_queries(self) -> int:
         """Queries with a full dominant-category vocabulary (text queries first, then learned queries)."""
         return self.num_text_queries + self.num_learned_queries
 
     def validate(self) -> None:
         """Raise a `ValueError` naming the first inconsistent setting."""
+        from .validation import check_ita_sizes
+
+        check_ita_sizes(self)
         if self.dominant_crop_mode not in DCU_CROP_MODES:
             raise ValueError(f"ITAConfig.dominant_crop_mode must be one of {list(DCU_CROP_MODES)}, got {self.dominant_crop_mode!r}")
         if self.postprocess_order not in POSTPROCESS_ORDERS:
@@ -264,7 +297,13 @@ def ita_preset_values(name_or_path: str | os.PathLike) -> dict:
             raise ValueError(f"unknown ITA preset {name_or_path!r}; available: {available_ita_presets()}")
     with open(path, encoding="utf-8") as handle:
         data = json.load(handle)
-    return {k: v for k, v in data.get("model", data).items() if not k.startswith("_")}
+    # `model_type` says which config class a preset is for (FC-CLIP's say "fcclip"); it is not a config value.
+    values = {k: v for k, v in data.get("model", data).items() if not k.startswith("_") and k != "model_type"}
+    source = values.pop("seen_class_names_from_preset", None)
+    if source is not None and "seen_class_names" not in values:
+        # One copy of a long class list (COCO panoptic's 133 classes with synonyms) serves several presets.
+        values["seen_class_names"] = ita_preset_values(source)["seen_class_names"]
+    return values
 
 
 def available_ita_presets() -> list[str]:

@@ -57,19 +57,28 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def read_original_config(path: str) -> dict:
+def read_original_config(path: str, _chain: tuple[str, ...] = ()) -> dict:
     """Original cfg as `{"MODEL.SEM_SEG_HEAD.NUM_LAYERS": 2, ...}` from a detectron2 YAML (resolving `_BASE_`)
     or a JSON with the same cfg names (nested or dotted); `derived` and `clip` blocks are kept as dicts."""
     if not os.path.isfile(path):
         raise ConversionError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as handle:
-        tree = json.load(handle) if path.endswith(".json") else yaml.safe_load(handle)
+    real = os.path.realpath(path)
+    if real in _chain:
+        raise ConversionError(f"{path}: its _BASE_ chain loops ({' -> '.join(_chain + (real,))})")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            tree = json.load(handle) if path.endswith(".json") else yaml.safe_load(handle)
+    except (yaml.YAMLError, ValueError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConversionError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'} ({detail})") from None
     if not isinstance(tree, dict):
         raise ConversionError(f"{path} does not hold a config mapping")
     flat = {}
     base = tree.pop("_BASE_", None)
     if base:
-        flat.update(read_original_config(os.path.join(os.path.dirname(path), base)))
+        if not isinstance(base, str):
+            raise ConversionError(f"{path}: _BASE_ must be a file name, got {base!r}")
+        flat.update(read_original_config(os.path.join(os.path.dirname(path), base), _chain + (real,)))
     flat.update(_flatten(tree))
     return flat
 
@@ -217,15 +226,31 @@ def _count(keys, pattern) -> int:
 
 def _shape(state, key) -> tuple[int, ...]:
     if key not in state:
-        raise ConversionError(f"the checkpoint lacks {key!r}: it is not an FGA-Seg checkpoint of the original code")
+        raise ConversionError(f"the checkpoint lacks {key!r}: it is not an FGA-Seg checkpoint (nor a CAT-Seg one) of the original code")
     return tuple(state[key].shape)
 
 
+def _present(cfg: dict, block: str) -> dict:
+    """A `derived` / `clip` block without its null entries: a value the exporter had none for (e.g. the no_fast
+    decoder's top-k) takes the default, as if it were absent."""
+    values = cfg.get(block) or {}
+    if not isinstance(values, dict):
+        raise ConversionError(f"the config's {block!r} block must be a mapping, got {type(values).__name__}")
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def is_catseg_state(state: dict[str, torch.Tensor]) -> bool:
+    """Whether an original head holds CAT-Seg (a cost-aggregation head without FGA-Seg's pixel-to-text attention,
+    local alignment and projector)."""
+    fgaseg_only = (HEAD + "DCDT.", HEAD + "proj.", HEAD + "transformer.Local_align.")
+    return HEAD + "transformer.conv1.weight" in state and not any(k.startswith(fgaseg_only) for k in state)
+
+
 def infer_config(state: dict[str, torch.Tensor], cfg: dict) -> FGASegConfig:
-    """Build the `FGASegConfig` of an original checkpoint: sizes from tensor shapes, the rest from the cfg."""
+    """Build the `FGASegConfig` of an original checkpoint (a `CATSegConfig` for a CAT-Seg head): sizes from tensor
+    shapes, the rest from the cfg."""
     keys = list(state)
-    derived = cfg.get("derived") or {}
-    clip_block = cfg.get("clip") or {}
+    derived, clip_block = _present(cfg, "derived"), _present(cfg, "clip")
 
     patch_shape = _shape(state, CLIP + "visual.conv1.weight")
     vision_width, patch = patch_shape[0], patch_shape[-1]
@@ -270,10 +295,19 @@ def infer_config(state: dict[str, torch.Tensor], cfg: dict) -> FGASegConfig:
     app_proj, app_in = _shape(state, HEAD + t + "guidance_projection.0.weight")[:2]
     dg = [_shape(state, HEAD + t + f"decoder_guidance_projection.{i}.0.weight")[:2] for i in range(2)]
     decoder_dims = [_shape(state, HEAD + t + f"decoder{i}.conv.double_conv.0.weight")[0] for i in (1, 2)]
-    local_rows = _shape(state, HEAD + t + "Local_align.txt.weight")[0]
-    local_kernel = int(round(((local_rows - 1) / projection) ** 0.5))
-    projector_rows = _shape(state, HEAD + "proj.txt.weight")[0]
-    projector_kernel = int(round(((projector_rows - 1) / (projection // 2)) ** 0.5))
+    catseg = is_catseg_state(state)
+    fgaseg_only = {}
+    if not catseg:
+        local_rows = _shape(state, HEAD + t + "Local_align.txt.weight")[0]
+        projector_rows = _shape(state, HEAD + "proj.txt.weight")[0]
+        fgaseg_only = dict(
+            fusion_mode="cat" if HEAD + t + "conv_cat.weight" in state else "add",
+            p2t_num_layers=_count(keys, re.escape(HEAD) + r"DCDT\.cross_atten_text\.(\d+)\."),
+            p2t_num_heads=int(derived.get("p2t_nhead", ORIGINAL_P2T_HEADS)),
+            local_alignment_kernel_size=int(round(((local_rows - 1) / projection) ** 0.5)),
+            projector_kernel_size=int(round(((projector_rows - 1) / (projection // 2)) ** 0.5)),
+            decoder_mode="fast" if HEAD + t + "head_auxi_0.weight" in state else "no_fast",
+        )
     head = "MODEL.SEM_SEG_HEAD."
     # The cfg's ensemble name decides; a bare template list (as in fixture JSONs) serves when it is absent.
     template_spec = cfg.get("MODEL.PROMPT_ENSEMBLE_TYPE") or cfg.get("prompt_templates") or "single"
@@ -291,7 +325,12 @@ def infer_config(state: dict[str, torch.Tensor], cfg: dict) -> FGASegConfig:
     finetune = str(_cfg(cfg, head + "CLIP_FINETUNE"))
     if finetune not in ("attention", "full", "frozen"):
         raise ConversionError(f"CLIP_FINETUNE {finetune!r} is not supported (prompt tuning is not implemented)")
-    return FGASegConfig(
+    config_class = FGASegConfig
+    if catseg:
+        from .configuration_catseg import CATSegConfig
+
+        config_class = CATSegConfig
+    return config_class(
         clip_config=clip_config,
         text_guidance_dim=text_in,
         text_guidance_proj_dim=text_proj,
@@ -306,12 +345,7 @@ def infer_config(state: dict[str, torch.Tensor], cfg: dict) -> FGASegConfig:
         pooling_size=list(_cfg(cfg, head + "POOLING_SIZES")),
         window_size=int(_cfg(cfg, head + "WINDOW_SIZES")),
         class_attention_type=str(_cfg(cfg, head + "ATTENTION_TYPE")),
-        decoder_mode="fast" if HEAD + t + "head_auxi_0.weight" in state else "no_fast",
-        fusion_mode="cat" if HEAD + t + "conv_cat.weight" in state else "add",
-        p2t_num_layers=_count(keys, re.escape(HEAD) + r"DCDT\.cross_atten_text\.(\d+)\."),
-        p2t_num_heads=int(derived.get("p2t_nhead", ORIGINAL_P2T_HEADS)),
-        local_alignment_kernel_size=local_kernel,
-        projector_kernel_size=projector_kernel,
+        **fgaseg_only,
         auxiliary_loss_weights=[lambda_aux, 1.0, 1.0],
         alignment_loss_weight=float(_cfg(cfg, head + "LAMBDA_ALIGN")),
         guidance_layer_indexes=list(layer_indexes),
@@ -326,9 +360,14 @@ def infer_config(state: dict[str, torch.Tensor], cfg: dict) -> FGASegConfig:
 
 # ----------------------------------------------------------------------------- whole conversion
 def load_original_checkpoint(path: str) -> dict[str, torch.Tensor]:
+    from .safe_io import UnsafeFileError, load_torch_file
+
     if not os.path.isfile(path):
         raise ConversionError(f"checkpoint not found: {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = load_torch_file(path)
+    except UnsafeFileError as error:
+        raise ConversionError(str(error)) from None
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConversionError(f"{path} holds no state_dict (expected a dict whose 'model' entry maps names to tensors)")
@@ -336,17 +375,21 @@ def load_original_checkpoint(path: str) -> dict[str, torch.Tensor]:
 
 
 def convert_original_checkpoint(checkpoint_path: str, config_path: str, class_names: list[str] | None = None, tokenizer=None):
-    """Original checkpoint + cfg -> `FGASegModel` with every tensor checked (missing, unknown, mis-shaped).
+    """Original checkpoint + cfg -> `FGASegModel` (`CATSegModel` for a CAT-Seg checkpoint) with every tensor checked
+    (missing, unknown, mis-shaped).
     `class_names` become the default vocabulary, tokenised with `tokenizer` (default: the CLIP tokenizer)."""
+    from .modeling_catseg import CATSegModel
     from .modeling_fgaseg import FGASegModel
 
-    state = load_original_checkpoint(checkpoint_path)
-    cfg = read_original_config(config_path)
+    # Paths, or (from `conversion_auto`) a state dict already read and a cfg already flattened.
+    state = checkpoint_path if isinstance(checkpoint_path, dict) else load_original_checkpoint(checkpoint_path)
+    cfg = config_path if isinstance(config_path, dict) else read_original_config(config_path)
     config = infer_config(state, cfg)
     converted, unknown = convert_state_dict(state)
+    family = "CAT-Seg" if config.model_type == "catseg" else "FGA-Seg"
     if unknown:
-        raise ConversionError(f"{len(unknown)} checkpoint keys have no FGA-Seg counterpart: {unknown[:20]}")
-    model = FGASegModel(config)
+        raise ConversionError(f"{len(unknown)} checkpoint keys have no {family} counterpart: {unknown[:20]}")
+    model = CATSegModel(config) if config.model_type == "catseg" else FGASegModel(config)
     expected = model.state_dict()
     _check_derived_masks(state, model)
     missing = sorted(k for k in expected if k not in converted and not k.startswith("default_"))

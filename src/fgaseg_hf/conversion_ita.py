@@ -1,10 +1,12 @@
-"""Convert original ITA checkpoints (detectron2, open_clip) into `ITAModel` folders.
+"""Convert original ITA and FC-CLIP checkpoints (detectron2, open_clip) into `ITAModel` / `FCCLIPModel` folders.
 
-* `convert_original_checkpoint`: an ITA / FC-CLIP detectron2 checkpoint (`{"model": state_dict}`, original key
-  names, frozen CLIP under `backbone.clip_model.*`) plus its config (a detectron2 YAML with `_BASE_` chain, or a
-  JSON holding the cfg under "cfg" as in the parity fixtures).
+* `convert_original_checkpoint`: an ITA or FC-CLIP detectron2 checkpoint (`{"model": state_dict}`, possibly with
+  optimizer / trainer state beside it; original key names, frozen CLIP under `backbone.clip_model.*`) plus its
+  config (a detectron2 YAML with `_BASE_` chain, or a JSON holding the cfg under "cfg" as in the parity fixtures).
+  Both share META_ARCHITECTURE "FCCLIP"; `detect_architecture` tells them apart by the checkpoint's keys.
 * `convert_open_clip_checkpoint`: an open_clip `convnext_large_d_320` state dict alone -> ITA with an untrained head.
-Architecture sizes come from the tensor shapes; head settings from the cfg.
+Architecture sizes come from the tensor shapes (`head_architecture`, `clip_architecture`); what shapes cannot tell
+(attention heads of the text tower, ensemble weights, loss settings, test-time resize) from the cfg.
 """
 
 from __future__ import annotations
@@ -15,10 +17,21 @@ import re
 
 import torch
 
+from .configuration_fcclip import FCCLIPConfig
 from .configuration_ita import ITAConfig, ita_preset_values
+from .modeling_fcclip import FCCLIPModel
 from .modeling_ita import ITAModel
 
 CLIP_PREFIX = "backbone.clip_model."
+PREDICTOR = "sem_seg_head.predictor."
+PIXEL_DECODER = "sem_seg_head.pixel_decoder."
+# What tells the two FCCLIP meta-architectures apart: ITA's text-query projection, FC-CLIP's decoder self-attention.
+ITA_MARKER = "backbone.add_tgt_em.weight"
+FCCLIP_MARKER = PREDICTOR + "transformer_self_attention_layers."
+ARCHITECTURES = {"ita": (ITAConfig, ITAModel), "fcclip": (FCCLIPConfig, FCCLIPModel)}
+# The original hard-codes ITA's 20 text queries and MSDeformAttn's 4 sampling points per level.
+ITA_TEXT_QUERIES = 20
+DEFORMABLE_POINTS = 4
 # Derived buffers of the original that the port rebuilds from its config.
 _DROPPED = ("criterion.empty_weight", "backbone.clip_model.attn_mask")
 
@@ -59,6 +72,8 @@ _HEAD_RULES = [
     (r"sem_seg_head\.pixel_decoder\.(adapter|layer)_(\d+)\.norm\.(.*)", r"pixel_decoder.\1_\2.1.\3"),
     (r"sem_seg_head\.predictor\.transformer_cross_attention_layers\.(\d+)\.multihead_attn\.(.*)", r"decoder.layers.\1.cross_attn.\2"),
     (r"sem_seg_head\.predictor\.transformer_cross_attention_layers\.(\d+)\.norm\.(.*)", r"decoder.layers.\1.cross_attn_layer_norm.\2"),
+    (r"sem_seg_head\.predictor\.transformer_self_attention_layers\.(\d+)\.self_attn\.out_proj\.(.*)", r"decoder.layers.\1.self_attn.out_proj.\2"),
+    (r"sem_seg_head\.predictor\.transformer_self_attention_layers\.(\d+)\.norm\.(.*)", r"decoder.layers.\1.self_attn_layer_norm.\2"),
     (r"sem_seg_head\.predictor\.transformer_ffn_layers\.(\d+)\.linear1\.(.*)", r"decoder.layers.\1.fc1.\2"),
     (r"sem_seg_head\.predictor\.transformer_ffn_layers\.(\d+)\.linear2\.(.*)", r"decoder.layers.\1.fc2.\2"),
     (r"sem_seg_head\.predictor\.transformer_ffn_layers\.(\d+)\.norm\.(.*)", r"decoder.layers.\1.final_layer_norm.\2"),
@@ -173,8 +188,64 @@ def training_classes_of(cfg: dict) -> list[str]:
     return []
 
 
-def config_from_cfg(cfg: dict, clip_state: dict, extras: dict | None = None, **overrides) -> ITAConfig:
-    """ITAConfig from a detectron2 cfg and the CLIP tensors (sizes)."""
+def _count(state: dict, pattern: str) -> int:
+    return len({m.group(1) for k in state if (m := re.match(pattern, k))})
+
+
+def detect_architecture(state: dict, cfg: dict | None = None) -> str:
+    """"ita" or "fcclip" for an original checkpoint of the FCCLIP meta-architecture (both repositories use that
+    name): ITA has the text-query projection `backbone.add_tgt_em.weight` (and no decoder self-attention), FC-CLIP
+    has `sem_seg_head.predictor.transformer_self_attention_layers.*` and no text-query projection. `ValueError`
+    (one line naming what was found) for anything else."""
+    arch = ((cfg or {}).get("MODEL") or {}).get("META_ARCHITECTURE")
+    if arch is not None and arch != "FCCLIP":
+        raise ValueError(f"ITA / FC-CLIP conversion: the cfg's MODEL.META_ARCHITECTURE is {arch!r}, not 'FCCLIP'")
+    if not any(k.startswith(CLIP_PREFIX) for k in state):
+        raise ValueError(f"ITA / FC-CLIP conversion: no '{CLIP_PREFIX}*' keys; is this an ITA / FC-CLIP checkpoint?")
+    if ITA_MARKER in state:
+        return "ita"
+    if any(k.startswith(FCCLIP_MARKER) for k in state):
+        return "fcclip"
+    raise ValueError(
+        f"ITA / FC-CLIP conversion: neither ITA's text-query projection ({ITA_MARKER}) nor FC-CLIP's decoder "
+        f"self-attention ({FCCLIP_MARKER}*) is in the checkpoint"
+    )
+
+
+def head_architecture(state: dict, architecture: str) -> dict:
+    """Pixel-decoder and decoder sizes read from the original tensor shapes (ITAConfig names). Decoder attention
+    heads are MSDeformAttn's (the original uses MASK_FORMER.NHEADS for both, with 3 levels x 4 points)."""
+    try:
+        feat, hidden = state[PREDICTOR + "query_feat.weight"].shape, state[PREDICTOR + "query_embed.weight"].shape[0]
+        levels, feature_size = state[PIXEL_DECODER + "transformer.level_embed"].shape
+        layer0 = PIXEL_DECODER + "transformer.encoder.layers.0."
+        sampling = state[layer0 + "self_attn.attention_weights.weight"].shape[0]
+        values = dict(
+            hidden_dim=feat[1], feature_size=feature_size,
+            mask_feature_size=state[PIXEL_DECODER + "mask_features.weight"].shape[0],
+            encoder_layers=_count(state, re.escape(PIXEL_DECODER) + r"transformer\.encoder\.layers\.(\d+)\."),
+            encoder_feedforward_dim=state[layer0 + "linear1.weight"].shape[0],
+            num_attention_heads=sampling // (levels * DEFORMABLE_POINTS),
+            decoder_layers=_count(state, re.escape(PREDICTOR) + r"transformer_cross_attention_layers\.(\d+)\.") + 1,
+            # One FPN level (adapter_1) per stride halving below 8: common stride 4 for the released models.
+            common_stride=8 // 2 ** _count(state, re.escape(PIXEL_DECODER) + r"adapter_(\d+)\."),
+            decoder_self_attention=any(k.startswith(FCCLIP_MARKER) for k in state),
+        )
+    except KeyError as error:
+        raise ValueError(f"ITA / FC-CLIP conversion: the checkpoint has no {error.args[0]}") from None
+    ffn = PREDICTOR + "transformer_ffn_layers.0.linear1.weight"
+    if ffn in state:  # a decoder of one prediction (DEC_LAYERS 1) has no layer: the cfg's width stands
+        values["dim_feedforward"] = state[ffn].shape[0]
+    # The positional table holds a row per query: ITA's text queries first (hard-coded count), then the learned ones.
+    text = ITA_TEXT_QUERIES if architecture == "ita" else 0
+    values.update(num_text_queries=text, num_learned_queries=hidden - text)
+    return values
+
+
+def config_from_cfg(cfg: dict, clip_state: dict, extras: dict | None = None, *, state: dict | None = None,
+                    architecture: str = "ita", **overrides) -> ITAConfig:
+    """`ITAConfig` (or `FCCLIPConfig` for `architecture="fcclip"`) from a detectron2 cfg and the checkpoint's
+    tensors: CLIP sizes from `clip_state`, head sizes from the full `state` when given (else the cfg's)."""
     extras = extras or {}
     model = cfg.get("MODEL", {})
     head, m2f, fc = model.get("SEM_SEG_HEAD", {}), model.get("MASK_FORMER", {}), model.get("FC_CLIP", {})
@@ -211,8 +282,10 @@ def config_from_cfg(cfg: dict, clip_state: dict, extras: dict | None = None, **o
         ) else "after",
         seen_class_names=spec.get("train_classes") or training_classes_of(cfg),
     )
+    if state is not None:
+        values.update(head_architecture(state, architecture))
     values.update(overrides)
-    return ITAConfig(**values)
+    return ARCHITECTURES[architecture][0](**values)
 
 
 def _checked_load(model: ITAModel, state: dict, allow_missing: tuple[str, ...] = ()) -> None:
@@ -230,22 +303,38 @@ def _checked_load(model: ITAModel, state: dict, allow_missing: tuple[str, ...] =
 
 
 def _read_state(checkpoint) -> dict:
+    """The state dict of a checkpoint dict or file (read weights-only: nothing in the file runs)."""
+    source = "the checkpoint"
     if not isinstance(checkpoint, dict):
-        checkpoint = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
-    return checkpoint.get("model", checkpoint.get("state_dict", checkpoint))
+        from .safe_io import load_torch_file
+
+        source = str(checkpoint)
+        checkpoint = load_torch_file(checkpoint)
+    state = checkpoint.get("model", checkpoint.get("state_dict", checkpoint)) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{source} holds no state dict (expected a mapping of names to tensors, or one under 'model')")
+    return state
 
 
 def convert_original_checkpoint(checkpoint, config, save_directory: str | None = None, **overrides) -> ITAModel:
-    """Original ITA detectron2 checkpoint + cfg -> ITAModel (saved to `save_directory` when given)."""
+    """Original ITA or FC-CLIP detectron2 checkpoint + cfg -> `ITAModel` or `FCCLIPModel` (which one:
+    `detect_architecture`), saved to `save_directory` when given. `overrides` replace config values."""
     state = _read_state(checkpoint)
-    clip_state = {k[len(CLIP_PREFIX):]: v for k, v in state.items() if k.startswith(CLIP_PREFIX)}
-    if not clip_state:
-        raise ValueError(f"ITA conversion: no '{CLIP_PREFIX}*' keys; is this an ITA / FC-CLIP checkpoint?")
     cfg, extras = _load_cfg(config)
-    model = ITAModel(config_from_cfg(cfg, clip_state, extras, **overrides)).eval()
+    architecture = detect_architecture(state, cfg)
+    clip_state = {k[len(CLIP_PREFIX):]: v for k, v in state.items() if k.startswith(CLIP_PREFIX)}
+    model_class = ARCHITECTURES[architecture][1]
+    model = model_class(config_from_cfg(cfg, clip_state, extras, state=state, architecture=architecture, **overrides)).eval()
     converted, unknown = convert_clip_state_dict(clip_state)
     for key, value in state.items():
         if key.startswith(CLIP_PREFIX) or key in _DROPPED:
+            continue
+        match = re.fullmatch(re.escape(FCCLIP_MARKER) + r"(\d+)\.self_attn\.in_proj_(weight|bias)", key)
+        if match:
+            # nn.MultiheadAttention's fused q, k, v rows -> transformers' separate projections.
+            base = f"decoder.layers.{match.group(1)}.self_attn"
+            for name, chunk in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0)):
+                converted[f"{base}.{name}.{match.group(2)}"] = chunk.clone()
             continue
         target = _apply(_HEAD_RULES, key)
         if target is None:
@@ -261,8 +350,10 @@ def convert_original_checkpoint(checkpoint, config, save_directory: str | None =
     return model
 
 
-def convert_open_clip_checkpoint(clip_checkpoint, save_directory: str | None = None, **overrides) -> ITAModel:
-    """open_clip ConvNeXt CLIP state dict (e.g. convnext_large_d_320) -> ITAModel with an untrained head."""
+def convert_open_clip_checkpoint(clip_checkpoint, save_directory: str | None = None, architecture: str = "ita",
+                                 **overrides) -> ITAModel:
+    """open_clip ConvNeXt CLIP state dict (e.g. convnext_large_d_320) -> `ITAModel` (or `FCCLIPModel` for
+    `architecture="fcclip"`) with an untrained head."""
     state = _read_state(clip_checkpoint)
     state = {k[len(CLIP_PREFIX):] if k.startswith(CLIP_PREFIX) else k: v for k, v in state.items()}
     arch = clip_architecture(state)
@@ -270,7 +361,10 @@ def convert_open_clip_checkpoint(clip_checkpoint, save_directory: str | None = N
     values = dict(vision_config=arch["vision_config"], text_config=arch["text_config"],
                   vision_head_hidden_size=arch["vision_head_hidden_size"])
     values.update(overrides)
-    model = ITAModel(ITAConfig(**values)).eval()
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, got {architecture!r}")
+    config_class, model_class = ARCHITECTURES[architecture]
+    model = model_class(config_class(**values)).eval()
     converted, unknown = convert_clip_state_dict(state)
     if unknown:
         raise ValueError(f"ITA conversion: {len(unknown)} unknown open_clip keys: {_few(unknown)}")
@@ -282,4 +376,7 @@ def convert_open_clip_checkpoint(clip_checkpoint, save_directory: str | None = N
     return model
 
 
-__all__ = ["config_from_cfg", "convert_clip_state_dict", "convert_open_clip_checkpoint", "convert_original_checkpoint"]
+__all__ = [
+    "config_from_cfg", "convert_clip_state_dict", "convert_open_clip_checkpoint", "convert_original_checkpoint",
+    "detect_architecture", "head_architecture",
+]

@@ -107,7 +107,8 @@ class WindowAttentionBlock(nn.Module):
         """`(order, inverse, mask)`: token positions (row-major over the map) in rolled-window order, the inverse
         permutation, and the shifted-window mask `(windows, 1, N, N)` (None without shift)."""
         key = (height, width, device, dtype)
-        if key not in self._cache:
+        cache = self._cache  # read once: another thread may replace it meanwhile
+        if key not in cache:
             index = torch.arange(height * width, device=device).view(height, width)
             if self.shift:
                 index = torch.roll(index, (-self.shift, -self.shift), dims=(0, 1))
@@ -115,8 +116,8 @@ class WindowAttentionBlock(nn.Module):
             inverse = torch.empty_like(order)
             inverse[order] = torch.arange(order.numel(), device=device)
             mask = shifted_window_mask(height, width, self.window, self.shift, device).to(dtype) if self.shift else None
-            self._cache = {key: (order, inverse, mask)}
-        return self._cache[key]
+            cache = self._cache = {key: (order, inverse, mask)}
+        return cache[key]
 
     def _attend(self, q, k, v, mask):
         """Multi-head attention within windows: q, k, v `(L, windows, N, C)`, mask `(windows, 1, N, N)` or None ->

@@ -1,7 +1,8 @@
 """FGA-Seg's cost-volume decoder: global and local costs -> embedding -> aggregation -> guided upsampling.
 
 One class serves the original's two decoders: `Decoder_fast` ("fast": auxiliary heads after each fusion and
-top-k class pruning at inference) and `Decoder` ("no_fast").
+top-k class pruning at inference) and `Decoder` ("no_fast"); without the local cost (`use_local_alignment=False`)
+it is CAT-Seg's `Aggregator`: global cost -> embedding -> aggregation -> guided upsampling, nothing fused.
 """
 
 from __future__ import annotations
@@ -152,15 +153,19 @@ class CostAggregationDecoder(nn.Module):
         self.chunk_size = config.inference_chunk_size
         resolution = config.feature_resolution
 
-        self.local_alignment = LocalAlignment(config.projection_dim, config.local_alignment_kernel_size)
+        self.use_local = getattr(config, "use_local_alignment", True)
+        # Registration order as before the switch existed: seeded initialisations stay the same.
+        if self.use_local:
+            self.local_alignment = LocalAlignment(config.projection_dim, config.local_alignment_kernel_size)
         self.global_embed = nn.Conv2d(templates, hidden, kernel_size=7, padding=3)
-        self.local_embed = nn.Conv2d(templates, hidden, kernel_size=7, padding=3)
-        if self.fusion_mode == "cat":
-            self.fuse_embed = nn.Linear(2 * hidden, hidden)
-            self.fuse_stage1 = nn.Linear(2 * hidden, hidden)
-            self.fuse_stage2 = nn.Linear(hidden, half)
-        self.local_upsample = nn.ConvTranspose2d(hidden, half, kernel_size=2, stride=2)
-        self.local_upsample_conv = DoubleConv(half, half)
+        if self.use_local:
+            self.local_embed = nn.Conv2d(templates, hidden, kernel_size=7, padding=3)
+            if self.fusion_mode == "cat":
+                self.fuse_embed = nn.Linear(2 * hidden, hidden)
+                self.fuse_stage1 = nn.Linear(2 * hidden, hidden)
+                self.fuse_stage2 = nn.Linear(hidden, half)
+            self.local_upsample = nn.ConvTranspose2d(hidden, half, kernel_size=2, stride=2)
+            self.local_upsample_conv = DoubleConv(half, half)
 
         self.appearance_guidance_projection = (
             nn.Conv2d(config.appearance_guidance_in_dim, config.appearance_guidance_proj_dim, 3, padding=1)
@@ -196,7 +201,9 @@ class CostAggregationDecoder(nn.Module):
         x = conv(cost.transpose(1, 2).flatten(0, 1))
         return x.unflatten(0, (batch, classes)).permute(0, 1, 3, 4, 2)
 
-    def _fuse(self, layer_name: str, x: torch.Tensor, local: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    def _fuse(self, layer_name: str, x: torch.Tensor, local: torch.Tensor | None, channel_dim: int) -> torch.Tensor:
+        if local is None:  # no local cost: nothing to fuse
+            return x
         if self.fusion_mode == "add":
             return x + local
         layer = getattr(self, layer_name)
@@ -242,6 +249,8 @@ class CostAggregationDecoder(nn.Module):
         fusion -> `(B, t, C', 2h, 2w)`."""
         batch, classes = x.shape[:2]
         x = self.decoder1(x.flatten(0, 1), guidance, classes)
+        if local_x is None:
+            return x.unflatten(0, (batch, classes))
         local_x = F.relu(self.local_upsample_conv(self.local_upsample(local_x.flatten(0, 1))))
         return self._fuse("fuse_stage2", x, local_x, channel_dim=1).unflatten(0, (batch, classes))
 
@@ -287,9 +296,9 @@ class CostAggregationDecoder(nn.Module):
             selection = ClassSelection(chosen, None)
 
         corr = self.correlation(image_features, text_features)
-        local = self.local_alignment(image_features, text_features)
+        local = self.local_alignment(image_features, text_features) if self.use_local else None
         x = self._embed(self.global_embed, corr)
-        local_x = self._embed(self.local_embed, local)
+        local_x = self._embed(self.local_embed, local) if self.use_local else None
 
         appearance = guidance[0]
         if self.appearance_guidance_projection is not None:
@@ -311,26 +320,35 @@ class CostAggregationDecoder(nn.Module):
             aux.append(self._aux(self.aux_head0, x.flatten(0, 1).permute(0, 3, 1, 2), batch))
             if prune:
                 selection, keep = selection.prune(aux[-1], self.top_k, pruning_groups)
-                x, local_x = take_classes(x, keep), take_classes(local_x, keep)
+                x = take_classes(x, keep)
+                local_x = take_classes(local_x, keep) if local_x is not None else None
                 text_guidance = take_classes(text_guidance, keep) if text_guidance is not None else None
         x = self._run_layers(x, appearance, text_guidance, selection.mask)
 
         # Fusion 1, then per class: upsampling stage 1 and fusion 2 with the upsampled local cost (B * T, C, h, w).
         classes = x.shape[1]
         x = x.flatten(0, 1).permute(0, 3, 1, 2)
-        local_x = local_x.flatten(0, 1).permute(0, 3, 1, 2)
+        local_x = local_x.flatten(0, 1).permute(0, 3, 1, 2) if local_x is not None else None
         x = self._fuse("fuse_stage1", x, local_x, channel_dim=1)
         if fast:
             aux.append(self._aux(self.aux_head1, x, batch))
             if prune:
                 selection, keep = selection.prune(aux[-1], self.top_k, pruning_groups)
-                x, local_x = self._take(x, keep, batch, classes), self._take(local_x, keep, batch, classes)
+                x = self._take(x, keep, batch, classes)
+                local_x = self._take(local_x, keep, batch, classes) if local_x is not None else None
                 classes = keep.shape[1]
-        x = run_in_class_chunks(
-            self._checkpointed(lambda x, local_x: self._upsample_stage1(x, local_x, stage_guidance[0])),
-            (x.unflatten(0, (batch, classes)), local_x.unflatten(0, (batch, classes))),
-            self.chunk_size,
-        ).flatten(0, 1)
+        if local_x is None:
+            x = run_in_class_chunks(
+                self._checkpointed(lambda x: self._upsample_stage1(x, None, stage_guidance[0])),
+                (x.unflatten(0, (batch, classes)),),
+                self.chunk_size,
+            ).flatten(0, 1)
+        else:
+            x = run_in_class_chunks(
+                self._checkpointed(lambda x, local_x: self._upsample_stage1(x, local_x, stage_guidance[0])),
+                (x.unflatten(0, (batch, classes)), local_x.unflatten(0, (batch, classes))),
+                self.chunk_size,
+            ).flatten(0, 1)
 
         # Auxiliary head 2 on the fused maps; upsampling stage 2 and the score head.
         if fast:

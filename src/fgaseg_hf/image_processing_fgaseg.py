@@ -9,9 +9,11 @@ Two processing modes:
   of the prediction to the input size (only effective below the prediction's resolution), and a bilinear resize.
 
 Sliding-window inference (the original's `inference_sliding_window`, sizes configurable): the image is resized to
-`sliding_window_canvas`, cut into `image_size` crops overlapping by `sliding_window_overlap`, plus the whole image
-as a last "global" view; `preprocess` returns every view and `pruning_groups` (one id per image, so the fast
-decoder's class pruning is pooled over an image's views), and the post-processing folds the views back.
+`sliding_window_canvas`, cut into `sliding_window_crop_size` crops (the original's 384 px whatever the backbone)
+overlapping by `sliding_window_overlap`, plus the whole image resized to one crop as a last "global" view; every
+view is then resized to the CLIP resolution (384 -> 336 for ViT-L/14, as the original). `preprocess` returns every
+view and `pruning_groups` (one id per image, so the fast decoder's class pruning is pooled over an image's views),
+and the post-processing folds the views back at the crop size.
 
 Travels with saved models (remote code): imports only installed libraries.
 """
@@ -28,6 +30,8 @@ from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 PROCESSING_MODES = ("default", "original")
+# The original cuts sliding-window crops of 384 px for every backbone (`inference_sliding_window`'s kernel default).
+ORIGINAL_SLIDING_WINDOW_CROP = 384
 # Upper bound on the elements of one band of resized class maps (post-processing of large images).
 _BAND_ELEMENTS = 1 << 25
 
@@ -105,6 +109,17 @@ def to_rgb_array(image) -> np.ndarray:
     elif channels == 4:  # RGBA: drop alpha
         array = array[:, :, :3]
     return np.ascontiguousarray(array)
+
+
+def original_sizes_of(outputs) -> list[tuple[int, int]] | None:
+    """The input images' `(H, W)` that a model output carries as `original_sizes` (what `preprocess` returns and the
+    model's `forward` passes on), or None when absent."""
+    value = outputs.get("original_sizes") if hasattr(outputs, "get") else getattr(outputs, "original_sizes", None)
+    if value is None:
+        return None
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        value = value.reshape(-1, 2).tolist()
+    return [(int(h), int(w)) for h, w in value]
 
 
 def image_size(image) -> tuple[int, int]:
@@ -226,6 +241,9 @@ class FGASegImageProcessor(BaseImageProcessor):
         sliding_window_canvas (`list[int]`, *optional*, defaults to `[640, 640]`): size the image is resized to
             before cutting crops.
         sliding_window_overlap (`float`, *optional*, defaults to 0.333): overlap of neighbouring crops.
+        sliding_window_crop_size (`int`, *optional*): side of the crops cut from the canvas, each then resized to
+            `image_size`. Default: the original's 384 px (also for ViT-L/14 at 336 px), or `image_size` when the
+            canvas is smaller than 384 px (tiny models with small canvases).
     """
 
     model_input_names = ["pixel_values"]
@@ -243,6 +261,7 @@ class FGASegImageProcessor(BaseImageProcessor):
         do_sliding_window: bool = False,
         sliding_window_canvas: list[int] | tuple[int, int] = (640, 640),
         sliding_window_overlap: float = 0.333,
+        sliding_window_crop_size: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -257,6 +276,7 @@ class FGASegImageProcessor(BaseImageProcessor):
         self.do_sliding_window = bool(do_sliding_window)
         self.sliding_window_canvas = [int(v) for v in sliding_window_canvas]
         self.sliding_window_overlap = float(sliding_window_overlap)
+        self.sliding_window_crop_size = int(sliding_window_crop_size) if sliding_window_crop_size is not None else None
         self._check_settings(self.processing_mode, self.do_sliding_window)
 
     @classmethod
@@ -271,14 +291,28 @@ class FGASegImageProcessor(BaseImageProcessor):
         if self.image_size < 1 or len(self.image_mean) != 3 or len(self.image_std) != 3:
             raise ValueError("image_size must be positive and image_mean / image_std must have 3 values")
         if sliding_window:
-            canvas, kernel = self.sliding_window_canvas, self.image_size
+            canvas, kernel = self.sliding_window_canvas, self.crop_size
+            if kernel < 1:
+                raise ValueError(f"sliding_window_crop_size must be positive, got {kernel}")
             if len(canvas) != 2 or min(canvas) < kernel:
-                raise ValueError(f"sliding_window_canvas must be two sizes >= image_size ({kernel}), got {canvas}")
+                raise ValueError(
+                    f"sliding_window_canvas must be two sizes >= the crop size ({kernel}: sliding_window_crop_size), "
+                    f"got {canvas}"
+                )
             if not 0.0 <= self.sliding_window_overlap < 1.0:
                 raise ValueError(f"sliding_window_overlap must be in [0, 1), got {self.sliding_window_overlap}")
 
+    @property
+    def crop_size(self) -> int:
+        """Side of the sliding-window crops (see `sliding_window_crop_size`)."""
+        if self.sliding_window_crop_size is not None:
+            return self.sliding_window_crop_size
+        if min(self.sliding_window_canvas) >= ORIGINAL_SLIDING_WINDOW_CROP:
+            return ORIGINAL_SLIDING_WINDOW_CROP
+        return self.image_size
+
     def _stride(self) -> int:
-        return max(1, int(self.image_size * (1 - self.sliding_window_overlap)))
+        return max(1, int(self.crop_size * (1 - self.sliding_window_overlap)))
 
     def _normalise(self, image: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.image_mean, dtype=torch.float32).view(3, 1, 1) * 255.0
@@ -310,8 +344,13 @@ class FGASegImageProcessor(BaseImageProcessor):
             segmentation_maps: optional label maps of the same sizes (class ids); returned as `labels`.
         Returns:
             `BatchFeature` with `pixel_values` `(B, 3, S, S)` (`(B * V, 3, S, S)` with the sliding window, plus
-            `pruning_groups` `(B * V,)`) and, with maps, `labels`: `(B, S, S)` in "default" mode (nearest resize
-            along with the image), the maps padded with the ignore index to the padded canvas in "original" mode.
+            `pruning_groups` `(B * V,)`; V = `num_views_per_image()`, the crops plus the whole image, 5 for the
+            default canvas; the model's `logits` then have V rows per image too, which the `post_process_*`
+            methods fold back into one map per image), `original_sizes` `(B, 2)` (each input image's `(H, W)`: the
+            models pass it on to their outputs, where the `post_process_*` methods take it as the default
+            `target_sizes`, so that `model(**inputs)` gives maps at the input images' sizes, sliding window or not)
+            and, with maps, `labels`: `(B, S, S)` in "default" mode (nearest resize along with the image), the maps
+            padded with the ignore index to the padded canvas in "original" mode.
         """
         mode = processing_mode or self.processing_mode
         sliding = self.do_sliding_window if do_sliding_window is None else do_sliding_window
@@ -322,7 +361,7 @@ class FGASegImageProcessor(BaseImageProcessor):
         images = [torch.from_numpy(to_rgb_array(i)).permute(2, 0, 1) for i in _as_list(images)]
         if not images:
             raise ValueError("no images given")
-        data = {}
+        data = {"original_sizes": torch.tensor([tuple(i.shape[1:]) for i in images], dtype=torch.long)}
         if sliding:
             views = [self._sliding_window_views(image, antialias=mode == "default") for image in images]
             data["pixel_values"] = torch.cat(views)
@@ -354,7 +393,7 @@ class FGASegImageProcessor(BaseImageProcessor):
         return F.interpolate(canvas, size=size, mode="bilinear", align_corners=False)
 
     def _sliding_window_views(self, image: torch.Tensor, antialias: bool) -> torch.Tensor:
-        kernel, stride = self.image_size, self._stride()
+        kernel, stride = self.crop_size, self._stride()
         canvas = self._resize(image, self.sliding_window_canvas, antialias)
         crops = [
             canvas[:, top : top + kernel, left : left + kernel]
@@ -362,7 +401,12 @@ class FGASegImageProcessor(BaseImageProcessor):
             for left in window_starts(canvas.shape[2], kernel, stride)
         ]
         crops.append(self._resize(image, (kernel, kernel), antialias))
-        return self._normalise(torch.stack(crops))
+        views = self._normalise(torch.stack(crops))
+        if kernel != self.image_size:
+            # The original normalises the crops, then resizes them to the CLIP resolution.
+            size = (self.image_size, self.image_size)
+            views = torch.stack([self._resize(view, size, antialias) for view in views])
+        return views
 
     def _prepare_labels(self, maps, images, mode: str, reduce_labels: bool) -> torch.Tensor:
         if len(maps) != len(images):
@@ -401,7 +445,7 @@ class FGASegImageProcessor(BaseImageProcessor):
 
     def num_views_per_image(self) -> int:
         """Views per image in sliding-window mode (crops + the global view)."""
-        kernel, stride = self.image_size, self._stride()
+        kernel, stride = self.crop_size, self._stride()
         rows = len(window_starts(self.sliding_window_canvas[0], kernel, stride))
         cols = len(window_starts(self.sliding_window_canvas[1], kernel, stride))
         return rows * cols + 1
@@ -433,7 +477,7 @@ class FGASegImageProcessor(BaseImageProcessor):
         return out
 
     def _merge_view_maps(self, view_logits: torch.Tensor, mode: str) -> torch.Tensor:
-        kernel, stride = self.image_size, self._stride()
+        kernel, stride = self.crop_size, self._stride()
         logits = view_logits.float()
         if mode == "original":
             head = torch.sigmoid(logits) if self.fast_decoder else logits
@@ -457,6 +501,8 @@ class FGASegImageProcessor(BaseImageProcessor):
         self._check_settings(mode, sliding)
         logits = outputs.logits if hasattr(outputs, "logits") else outputs["logits"]
         views = self._split_views(logits.detach(), sliding)
+        if target_sizes is None:
+            target_sizes = original_sizes_of(outputs)
         if target_sizes is not None and len(target_sizes) != len(views):
             raise ValueError(f"got {len(target_sizes)} target sizes for {len(views)} images")
         if image_sizes is not None and len(image_sizes) != len(views):
@@ -477,9 +523,10 @@ class FGASegImageProcessor(BaseImageProcessor):
     ) -> list[torch.Tensor]:
         """
         Per-class probability maps, `(T, H, W)` per image (what the original returns as `sem_seg` in "original"
-        mode). `target_sizes`: `(H, W)` per image (default: the model's output resolution, or the sliding-window
-        canvas). `image_sizes`: the sizes of the images given to `preprocess` ("original" mode's crop; default:
-        `target_sizes`).
+        mode). `target_sizes`: `(H, W)` per image (default: `outputs.original_sizes`, the input images' sizes that
+        `preprocess` returns and the model passes on; without them, the model's output resolution, or the
+        sliding-window canvas). `image_sizes`: the sizes of the images given to `preprocess` ("original" mode's
+        crop; default: `target_sizes`).
         """
         maps = self._per_image_maps(outputs, target_sizes, image_sizes, processing_mode, do_sliding_window)
         return [
@@ -530,6 +577,6 @@ as_image_list = _as_list
 BAND_ELEMENTS = _BAND_ELEMENTS
 
 __all__ = [
-    "BAND_ELEMENTS", "FGASegImageProcessor", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "as_image_list", "bilinear_matrix",
-    "image_size", "reduce_label_ids", "resized_argmax", "to_label_array", "to_rgb_array",
+    "BAND_ELEMENTS", "FGASegImageProcessor", "OPENAI_CLIP_MEAN", "ORIGINAL_SLIDING_WINDOW_CROP", "OPENAI_CLIP_STD", "as_image_list", "bilinear_matrix",
+    "image_size", "original_sizes_of", "reduce_label_ids", "resized_argmax", "to_label_array", "to_rgb_array",
 ]

@@ -74,6 +74,9 @@ def _sizes(value, count: int) -> list[tuple[int, int]] | None:
         return None
     if isinstance(value, torch.Tensor):
         value = value.reshape(-1, 2).tolist()
+    elif len(value) == 2 and all(isinstance(v, int) for v in value):
+        # One image's size: what a pipeline's batch_size > 1 leaves of the per-image list after unbatching.
+        value = [value]
     sizes = [(int(h), int(w)) for h, w in value]
     if len(sizes) != count:
         raise ValueError(f"got {len(sizes)} sizes for {count} images")
@@ -192,7 +195,9 @@ class ITAImageProcessor(BaseImageProcessor):
                 `(H, W, C)` or `(C, H, W)`; integer or float pixels).
             segmentation_maps: optional label maps of the images' sizes (class ids, `ignore_index` unlabelled).
         Returns:
-            `BatchFeature` with `pixel_values` `(B, 3, H, W)` and `pixel_mask` `(B, H, W)`; with maps, `labels`
+            `BatchFeature` with `pixel_values` `(B, 3, H, W)`, `pixel_mask` `(B, H, W)` and `original_sizes`
+            `(B, 2)` (each input image's `(H, W)`: the model passes it on to its output, where the `post_process_*`
+            methods take it as the default `target_sizes`); with maps, `labels`
             `(B, H, W)` (class ids, `ignore_index` on padding) and the per-image lists `mask_labels` (`(n_i, H, W)`
             float binary masks) and `class_labels` (`(n_i,)`) derived from them.
         """
@@ -213,7 +218,8 @@ class ITAImageProcessor(BaseImageProcessor):
         for index, image in enumerate(resized):
             pixel_values[index, :, : image.shape[1], : image.shape[2]] = image
             pixel_mask[index, : image.shape[1], : image.shape[2]] = 1
-        data = {"pixel_values": pixel_values, "pixel_mask": pixel_mask}
+        original_sizes = torch.tensor([array.shape[:2] for array in arrays], dtype=torch.long)
+        data = {"pixel_values": pixel_values, "pixel_mask": pixel_mask, "original_sizes": original_sizes}
         if label_maps is not None:
             data["labels"], data["mask_labels"], data["class_labels"] = self._targets(label_maps, (height, width))
         if return_tensors == "np":
@@ -279,15 +285,17 @@ class ITAImageProcessor(BaseImageProcessor):
             raise ValueError("ITA post-processing needs the model's inference outputs (`logits`); got none")
         count, canvas = logits.shape[0], tuple(logits.shape[-2:])
         image_sizes = _sizes(_get(outputs, "image_sizes"), count) or [canvas] * count
-        targets = _sizes(target_sizes, count) or image_sizes
+        # Default: the input images' sizes, when the model passed on the `original_sizes` of `preprocess`.
+        targets = _sizes(target_sizes, count) or _sizes(_get(outputs, "original_sizes"), count) or image_sizes
         if order == "before" and (_get(outputs, "mask_class_logits") is None or _get(outputs, "masks_queries_logits") is None):
             raise ValueError('postprocess_order "before" needs `mask_class_logits` and `masks_queries_logits`')
         return [(i, image_sizes[i], targets[i]) for i in range(count)], order
 
     def post_process_probabilities(self, outputs, target_sizes=None, postprocess_order=None) -> list[torch.Tensor]:
-        """Per image, the original's semantic scores `(K, H, W)` at `target_sizes` (default: each image's size on the
-        canvas): sum over queries of class probability x mask probability, which the original argmaxes (the same
-        values as the model's `semantic_maps`)."""
+        """Per image, the original's semantic scores `(K, H, W)` at `target_sizes` (default: `outputs.original_sizes`,
+        the input images' sizes; without them, each image's size on the canvas): sum over queries of class
+        probability x mask probability, which the original argmaxes (the same values as the model's
+        `semantic_maps`)."""
         images, order = self._images(outputs, target_sizes, postprocess_order)
         logits = _get(outputs, "logits")
         maps = []
@@ -338,8 +346,8 @@ class ITAImageProcessor(BaseImageProcessor):
         return labels, score_sums
 
     def post_process_semantic_segmentation(self, outputs, target_sizes=None, postprocess_order=None) -> list[torch.Tensor]:
-        """`(H, W)` class-id maps (`torch.long`), one per image, at `target_sizes` (default: each image's size on the
-        canvas): the argmax of `post_process_probabilities`, computed in row bands."""
+        """`(H, W)` class-id maps (`torch.long`), one per image, at `target_sizes` (default: as
+        `post_process_probabilities`): the argmax of `post_process_probabilities`, computed in row bands."""
         images, order = self._images(outputs, target_sizes, postprocess_order)
         return [self._argmax(outputs, index, size, target, order)[0] for index, size, target in images]
 

@@ -8,6 +8,7 @@ tower (`CLIPTextModelWithProjection`).
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,7 @@ class ITACLIP(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
         self.config = config
         self._text_cache: dict = {}
+        self._text_cache_lock = threading.Lock()  # threads sharing one model share the cache
 
     def dense_features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Trunk features `(stem, res2, res3, res4, res5)`: strides 4, 4, 8, 16, 32. res5 is also the dense CLIP
@@ -69,7 +71,8 @@ class ITACLIP(nn.Module):
             None if attention_mask is None else attention_mask.detach().cpu().numpy().tobytes(),
             str(input_ids.device), self._text_version(), self.config.trim_text_padding,
         )
-        cached = self._text_cache.get(key)
+        with self._text_cache_lock:
+            cached = self._text_cache.get(key)
         if cached is not None:
             return cached
         if self.config.trim_text_padding and attention_mask is not None and input_ids.shape[0] > 0:
@@ -80,9 +83,10 @@ class ITACLIP(nn.Module):
             input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
         with torch.no_grad():
             embeds = self.text_model(input_ids=input_ids, attention_mask=attention_mask).text_embeds
-        if len(self._text_cache) >= 8:
-            self._text_cache.pop(next(iter(self._text_cache)))
-        self._text_cache[key] = embeds
+        with self._text_cache_lock:
+            while len(self._text_cache) >= 8:
+                self._text_cache.pop(next(iter(self._text_cache)))
+            self._text_cache[key] = embeds
         return embeds
 
 

@@ -1,5 +1,7 @@
 """ITA's masked-attention decoder: Mask2Former's decoder layer without self-attention, text queries first, and
-FC-CLIP's open-vocabulary class head (mask pooling + MLP + cosine with the text classifier, max over synonyms)."""
+FC-CLIP's open-vocabulary class head (mask pooling + MLP + cosine with the text classifier, max over synonyms).
+With `decoder_self_attention` (FC-CLIP) the layers keep Mask2Former's query self-attention between the masked
+cross-attention and the FFN; without text queries (FC-CLIP) only the learned queries run."""
 
 from __future__ import annotations
 
@@ -81,13 +83,16 @@ def classification_logits(
 
 
 class ITADecoderLayer(Mask2FormerMaskedAttentionDecoderLayer):
-    """Mask2Former's decoder layer minus its self-attention sub-layer: queries never interact (ITA comments the
-    self-attention out). Masked cross-attention, then FFN, each with residual and LayerNorm (post- or pre-norm)."""
+    """Mask2Former's decoder layer; ITA comments its self-attention sub-layer out (queries never interact), FC-CLIP
+    keeps it (`self_attention=True`). Masked cross-attention, [self-attention,] FFN, each with residual and LayerNorm
+    (post- or pre-norm)."""
 
-    def __init__(self, config: Mask2FormerConfig):
+    def __init__(self, config: Mask2FormerConfig, self_attention: bool = False):
         super().__init__(config)
-        del self.self_attn
-        del self.self_attn_layer_norm
+        self.has_self_attention = self_attention
+        if not self_attention:
+            del self.self_attn
+            del self.self_attn_layer_norm
 
     def forward(self, hidden_states, memory, memory_position, query_position, attention_mask):
         """hidden_states / query_position: (Q, B, C); memory / memory_position: (HW, B, C);
@@ -101,6 +106,15 @@ class ITADecoderLayer(Mask2FormerMaskedAttentionDecoderLayer):
         hidden_states = residual + F.dropout(hidden_states, p=self.dropout, training=self.training)
         if not self.pre_norm:
             hidden_states = self.cross_attn_layer_norm(hidden_states)
+        if self.has_self_attention:
+            # q = k = queries + query positions, v = queries (FC-CLIP / Mask2Former).
+            residual = hidden_states
+            if self.pre_norm:
+                hidden_states = self.self_attn_layer_norm(hidden_states)
+            hidden_states = self.self_attn(hidden_states=hidden_states, position_embeddings=query_position)[0]
+            hidden_states = residual + F.dropout(hidden_states, p=self.dropout, training=self.training)
+            if not self.pre_norm:
+                hidden_states = self.self_attn_layer_norm(hidden_states)
         residual = hidden_states
         if self.pre_norm:
             hidden_states = self.final_layer_norm(hidden_states)
@@ -112,7 +126,7 @@ class ITADecoderLayer(Mask2FormerMaskedAttentionDecoderLayer):
 
 
 class ITATransformerDecoder(nn.Module):
-    """Text + learned queries through `decoder_layers - 1` cross-attention layers over the three pixel-decoder
+    """Text (ITA) + learned queries through `decoder_layers - 1` masked-attention layers over the three pixel-decoder
     levels (1/32, 1/16, 1/8 in turn), with a mask and class prediction before the first layer and after each."""
 
     num_feature_levels = 3
@@ -124,7 +138,9 @@ class ITATransformerDecoder(nn.Module):
         self.num_heads = config.num_attention_heads
         self.num_text_queries = config.num_text_queries
         self.position_embedding = Mask2FormerSinePositionEmbedding(num_position_features=hidden // 2, normalize=True)
-        self.layers = nn.ModuleList(ITADecoderLayer(m2f) for _ in range(config.decoder_layers - 1))
+        self.layers = nn.ModuleList(
+            ITADecoderLayer(m2f, config.decoder_self_attention) for _ in range(config.decoder_layers - 1)
+        )
         self.decoder_norm = nn.LayerNorm(hidden)
         self.query_feat = nn.Embedding(config.num_learned_queries, hidden)
         # Rows [0, num_text_queries) pair with the text queries in rank order, the rest with the learned queries.
@@ -155,7 +171,8 @@ class ITATransformerDecoder(nn.Module):
         Args:
             multi_scale_features: three (B, feature_size, h_l, w_l) maps, lowest resolution first.
             mask_features: (B, mask_feature_size, H/4, W/4).
-            text_queries: (B, T, hidden) content of the text queries (T <= num_text_queries), rank order.
+            text_queries: (B, T, hidden) content of the text queries (T <= num_text_queries), rank order; T = 0
+                without a dominant-category step (FC-CLIP).
             text_classifier: (S + 1, D); gather_index: (K, max_synonyms).
         Returns: lists of class logits (B, Q, K + 1) and mask logits (B, Q, H/4, W/4), one per prediction,
             Q = T + num_learned_queries.

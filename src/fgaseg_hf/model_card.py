@@ -1,10 +1,12 @@
-"""Hugging Face Hub model cards for FGA-Seg and ITA models: render, write, parse and validate.
+"""Hugging Face Hub model cards for FGA-Seg, CAT-Seg, ITA and FC-CLIP models: render, write, parse and validate.
 
 A card is YAML front matter (license, library, pipeline tag, tags, datasets, base model and a `model-index` with
 the evaluation results in the Hub's schema) followed by a Markdown body filled into `CARD_TEMPLATE`: what the model
-is (read from its `FGASegConfig` or `ITAConfig`), how to use, fine-tune and evaluate it, a results table and its
-limitations. One renderer serves both architectures; what differs between them (summary, architecture table, classes
-in the snippets, how fine-tuning starts, tags, default base model, wording) is a small `_Family` description.
+is (read from its config), how to use, fine-tune and evaluate it, a results table and its limitations. One renderer
+serves every architecture; what differs between them (summary, architecture table, classes in the snippets, how
+fine-tuning starts, tags, licence, default base model, wording) is a small `_Family` description in
+`fgaseg_hf.model_card_families`. The front matter and its `model-index` are built and validated in
+`fgaseg_hf.model_card_index`; every name of both stays importable from here.
 
 Results are a mapping benchmark key -> entry::
 
@@ -18,7 +20,9 @@ absent from the benchmark.
 Command line (the cards in the repository's `model_cards/` are generated this way)::
 
     python -m fgaseg_hf.model_card --preset vitb_384_fast_cat --output model_cards/fgaseg-vitb16-384.md
+    python -m fgaseg_hf.model_card --preset catseg_vitb_384 --output model_cards/catseg-vitb16-384.md
     python -m fgaseg_hf.model_card --preset ita_convnext_large_d_320 --output model_cards/ita-convnext-large-d-320.md
+    python -m fgaseg_hf.model_card --preset fcclip_convnext_large --output model_cards/fcclip-convnext-large.md
     python -m fgaseg_hf.model_card --model-dir outputs/my_run --results eval.json --model-name my-fgaseg
 """
 
@@ -26,25 +30,36 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import string
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .configuration_fgaseg import PRESET_DIR, FGASegConfig, available_presets
-from .configuration_ita import VILD_TEMPLATES, ITAConfig, available_ita_presets
+from .configuration_fgaseg import FGASegConfig
+from .configuration_ita import ITAConfig
+from .model_card_families import (  # noqa: F401  (ITA_CLIP_HUB_ID and clip_variant: part of this module's API)
+    FAMILIES,
+    ITA_CLIP_HUB_ID,
+    _Family,
+    _load_source,
+    _Source,
+    clip_variant,
+)
+from .model_card_index import (  # noqa: F401  (re-exported: the metadata half of this module's API)
+    CARD_TAGS,
+    METRIC_NAME,
+    METRIC_TYPE,
+    REQUIRED_METADATA_KEYS,
+    TASK,
+    build_metadata,
+    validate_model_index,
+    validate_results,
+)
 
-REQUIRED_METADATA_KEYS = ("license", "library_name", "pipeline_tag", "tags")
-CARD_TAGS = ["fgaseg", "open-vocabulary", "semantic-segmentation", "clip"]
-TASK = {"type": "image-segmentation", "name": "Semantic Segmentation"}
-METRIC_TYPE = "mean_iou"
-METRIC_NAME = "mIoU"
 
 # The evaluation command the cards document; kept in one place so the card follows the CLI when its flags change.
 EVALUATE_COMMAND = (
@@ -53,17 +68,6 @@ EVALUATE_COMMAND = (
     "--output eval.json\n"
     "accelerate launch scripts/evaluate.py --model {model} --root datasets --output eval.json   # several GPUs"
 )
-
-# Names of the presets' CLIP backbones, by (vision width, vision layers).
-_CLIP_NAMES = {(768, 12): "ViT-B", (1024, 24): "ViT-L", (1280, 32): "ViT-H", (1664, 48): "ViT-bigG"}
-# Names of open_clip's ConvNeXt image trunks, by (stage widths, stage depths).
-_CONVNEXT_NAMES = {
-    ((128, 256, 512, 1024), (3, 3, 27, 3)): "ConvNeXt-Base",
-    ((192, 384, 768, 1536), (3, 3, 27, 3)): "ConvNeXt-Large",
-    ((384, 768, 1536, 3072), (3, 4, 30, 3)): "ConvNeXt-XXLarge",
-}
-# The CLIP ITA was released with (open_clip convnext_large_d_320, LAION-2B, fine-tuned soup).
-ITA_CLIP_HUB_ID = "laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup"
 
 # The card body; `$name` placeholders are filled by `render_model_card` (string.Template, `$$` is a literal `$`).
 # `model_cards/template.md` holds this same text.
@@ -92,414 +96,7 @@ $limitations
 $extra_sections"""
 
 
-# ----------------------------------------------------------------------------------------------- architectures
-def _joined(values: Sequence[Any]) -> str:
-    return ", ".join(str(v) for v in values)
-
-
-class _Family:
-    """What a card says differently for one architecture; one instance per `model_type` in `FAMILIES`.
-
-    The shared renderer asks it for the summary line, the architecture paragraph and table rows, the classes of the
-    usage snippets, how fine-tuning starts, the tags, the default base model and the wording about weights."""
-
-    model_type: str
-    title: str  # the architecture's name in prose
-    config_class: type
-    model_class: str
-    processor_class: str
-    tags: tuple[str, ...]
-    default_base_model: str  # the CLIP weights the snippets start from when no base model is known
-    example_name: str  # the --model-name of the documented commands
-    description: str  # the paragraph before the architecture table
-    trained_note: str
-    untrained_note: str  # "{base}" is " (`<base model>`)" or ""
-    no_results: str
-
-    def clip_variant(self, config) -> str:
-        raise NotImplementedError
-
-    def summary(self, config) -> str:
-        raise NotImplementedError
-
-    def rows(self, config) -> list[tuple[str, str]]:
-        raise NotImplementedError
-
-    def fine_tuning(self, source: _Source, base: str, preset_ref: str) -> tuple[str, list[str]]:
-        """(the text and snippet that start fine-tuning, the lines of the run config's `model` block before
-        `tokenizer`)."""
-        raise NotImplementedError
-
-    def limitations(self, config) -> list[str]:
-        """The architecture's own items, between the shared ones."""
-        raise NotImplementedError
-
-    def preset_base_model(self, config) -> str | None:
-        """Hub id of the CLIP weights a preset without `clip_pretrained` starts from, when it is known."""
-        return None
-
-    def card_name(self, preset: str, config) -> str:
-        raise NotImplementedError
-
-
-class _FGASegFamily(_Family):
-    model_type = "fgaseg"
-    title = "FGA-Seg"
-    config_class = FGASegConfig
-    model_class = "FGASegModel"
-    processor_class = "FGASegProcessor"
-    tags = tuple(CARD_TAGS)
-    default_base_model = "openai/clip-vit-base-patch16"
-    example_name = "my-fgaseg"
-    description = (
-        "FGA-Seg (Fine-Grained Alignment, the successor of CAT-Seg) segments an image into classes named in free text. "
-        "It correlates dense CLIP image features with the CLIP text embeddings of every class name (in each prompt "
-        "template), aggregates this cost volume spatially and across classes, aligns pixels and text with "
-        "pixel-to-text cross-attention, and upsamples the result with guidance from intermediate CLIP layers."
-    )
-    trained_note = ("The weights were fine-tuned with `fgaseg_hf` from CLIP (the original authors of FGA-Seg "
-                    "never released trained weights).")
-    untrained_note = ("**No trained weights.** The original authors of FGA-Seg never released trained weights. "
-                      "This card describes the architecture, initialised from the OpenAI CLIP weights{base} and "
-                      "fine-tuned by you: the sections below show how to start training and how to evaluate the "
-                      "result.")
-    no_results = ("No evaluation results. The original authors of FGA-Seg never released their trained weights, so "
-                  "this card describes the architecture initialised from the OpenAI CLIP weights, to be fine-tuned by "
-                  "you; evaluate your run as shown above and regenerate the card to record its results.")
-
-    def clip_variant(self, config: FGASegConfig) -> str:
-        vision = config.clip_config.vision_config
-        family = _CLIP_NAMES.get((vision.hidden_size, vision.num_hidden_layers))
-        if family is None:
-            return f"ViT (width {vision.hidden_size}, {vision.num_hidden_layers} layers)/{vision.patch_size}"
-        return f"{family}/{vision.patch_size}"
-
-    def summary(self, config: FGASegConfig) -> str:
-        return (f"An FGA-Seg open-vocabulary semantic segmentation model on CLIP {self.clip_variant(config)} at "
-                f"{config.clip_resolution} px, for `fgaseg_hf` and `transformers`: "
-                "it segments an image into any classes you name.")
-
-    def rows(self, config: FGASegConfig) -> list[tuple[str, str]]:
-        vision = config.clip_config.vision_config
-        grid, out = config.feature_resolution, config.output_resolution
-        if config.decoder_mode == "fast":
-            decoder = (f"`fast`: three auxiliary heads during training; at inference only the top "
-                       f"{config.inference_top_k} classes (per {config.top_k_scope}) go through the full decoder")
-        else:
-            decoder = "`no_fast`: every class goes through the full decoder"
-        fusion = {"cat": "`cat`: pixel and text features are concatenated, then projected",
-                  "add": "`add`: pixel and text features are summed"}.get(config.fusion_mode, f"`{config.fusion_mode}`")
-        templates = "; ".join(f"`{t}`" for t in config.prompt_templates)
-        return [
-            ("Backbone", (f"CLIP {self.clip_variant(config)} (image tower: width {vision.hidden_size}, "
-                         f"{vision.num_hidden_layers} layers; CLIP fine-tuning: `{config.clip_finetune}`)")),
-            ("Input resolution", (f"{config.clip_resolution} x {config.clip_resolution} px, "
-                                 f"{grid} x {grid} token grid, logits at {out} x {out}")),
-            ("Guidance layers", ", ".join(str(i) for i in config.guidance_layers) + " (CLIP image blocks)"),
-            ("Cost aggregation", (f"{config.num_aggregation_layers} spatial + class layers, width {config.hidden_dim}, "
-                                 f"{config.class_attention_type} class attention")),
-            ("Decoder mode", decoder),
-            ("Fusion", fusion),
-            ("Prompt templates", f"{config.num_templates}: {templates}"),
-        ]
-
-    def fine_tuning(self, source: _Source, base: str, preset_ref: str) -> tuple[str, list[str]]:
-        start = f"""Start from the OpenAI CLIP weights (the FGA-Seg head is initialised at random):
-
-```python
-from fgaseg_hf import FGASegModel
-
-model = FGASegModel.from_clip_pretrained("{base}", preset={preset_ref})
-```"""
-        return start, [f"preset: {source.preset or 'path/to/config.json'}", f"clip_pretrained: {base}"]
-
-    def limitations(self, config: FGASegConfig) -> list[str]:
-        return [("Predictions are made at a fraction of the input resolution and upsampled, so thin structures and "
-                 "small objects are coarse; `sliding_window=True` helps on large images.")]
-
-    def card_name(self, preset: str, config: FGASegConfig) -> str:
-        variant = self.clip_variant(config).lower().replace("vit-", "vit").replace("/", "")
-        return f"fgaseg-{variant}-{config.clip_resolution}"
-
-
-class _ITAFamily(_Family):
-    model_type = "ita"
-    title = "ITA"
-    config_class = ITAConfig
-    model_class = "ITAModel"
-    processor_class = "ITAProcessor"
-    tags = ("ita", "fc-clip", "open-vocabulary", "semantic-segmentation", "clip")
-    default_base_model = ITA_CLIP_HUB_ID
-    example_name = "my-ita"
-    description = (
-        "ITA (Image-Text Aggregation, built on FC-CLIP) segments an image into classes named in free text. A frozen "
-        "CLIP ConvNeXt gives multi-scale image features, which Mask2Former's deformable pixel decoder refines. The "
-        "whole image also goes through CLIP against the vocabulary: the class names most similar to it (the dominant "
-        "categories) become text queries of a masked-attention decoder, beside its learned queries. Each predicted "
-        "mask is classified twice, by the decoder against the CLIP text embeddings of the classes (in-vocabulary) "
-        "and by the frozen CLIP's features pooled inside the mask (out-of-vocabulary), and a geometric ensemble "
-        "combines the two."
-    )
-    trained_note = ("The weights were trained with `fgaseg_hf` on a frozen open_clip CLIP (the original authors of "
-                    "ITA never released trained weights).")
-    untrained_note = ("**No trained weights.** The original authors of ITA never released trained weights. This card "
-                      "describes the architecture, its frozen CLIP initialised from the open_clip ConvNeXt "
-                      "weights{base} and its segmentation head trained by you: the sections below show how to start "
-                      "training and how to evaluate the result.")
-    no_results = ("No evaluation results. The original authors of ITA never released their trained weights, so this "
-                  "card describes the architecture with its frozen open_clip CLIP and an untrained head, to be "
-                  "trained by you; evaluate your run as shown above and regenerate the card to record its results.")
-
-    def clip_variant(self, config: ITAConfig) -> str:
-        # An unnamed trunk is just "ConvNeXt": the architecture table gives its sizes.
-        vision = config.vision_config
-        return _CONVNEXT_NAMES.get((tuple(vision.hidden_sizes), tuple(vision.depths)), "ConvNeXt")
-
-    def summary(self, config: ITAConfig) -> str:
-        return (f"An ITA open-vocabulary semantic segmentation model (FC-CLIP with dominant-category text queries) on "
-                f"a frozen CLIP {self.clip_variant(config)}, for `fgaseg_hf` and `transformers`: "
-                "it segments an image into any classes you name.")
-
-    def rows(self, config: ITAConfig) -> list[tuple[str, str]]:
-        vision = config.vision_config
-        seen = len(config.seen_class_names)
-        seen_text = (f"seen: sharing a synonym with one of the {seen} training classes in the config"
-                     if seen else "no training classes stored yet (training stores its vocabulary; until then "
-                     "every class counts as unseen)")
-        templates = f"{len(config.prompt_templates)}" + (
-            " (ViLD's)" if list(config.prompt_templates) == VILD_TEMPLATES else "")
-        return [
-            ("CLIP", (f"open_clip {self.clip_variant(config)}: stage widths {_joined(vision.hidden_sizes)}, "
-                      f"depths {_joined(vision.depths)}; embedding size {config.projection_dim}; frozen")),
-            ("Dominant categories", (f"the whole image ({config.clip_image_size} px crop) through CLIP against the "
-                                     f"vocabulary; the {config.num_text_queries} closest names become text queries")),
-            ("Pixel decoder", (f"Mask2Former multi-scale deformable attention: {config.encoder_layers} deformable "
-                               f"layers, width {config.feature_size}, mask features {config.mask_feature_size} at "
-                               f"1/{config.common_stride} resolution")),
-            ("Decoder", (f"masked attention without self-attention: {config.decoder_layers} predictions "
-                         f"({config.decoder_layers - 1} layers), width {config.hidden_dim}, "
-                         f"{config.num_learned_queries} learned + {config.num_text_queries} text queries")),
-            ("Ensemble", (f"geometric, weight of the CLIP branch alpha {config.geometric_ensemble_alpha:g} for seen "
-                          f"classes, beta {config.geometric_ensemble_beta:g} for unseen ones; {seen_text}")),
-            ("Prompt templates", f"{templates}: every synonym of a class in each, embeddings averaged"),
-            ("Test size", (f"shortest edge {config.min_size_test} px, longest at most {config.max_size_test} px, "
-                           f"padded to a multiple of {config.size_divisibility}")),
-        ]
-
-    def fine_tuning(self, source: _Source, base: str, preset_ref: str) -> tuple[str, list[str]]:
-        start = f"""Start from the open_clip ConvNeXt CLIP weights (`open_clip_pytorch_model.bin` of `{base}`; the CLIP stays frozen, the ITA head is initialised at random):
-
-```python
-from huggingface_hub import hf_hub_download
-from fgaseg_hf.configuration_ita import ita_preset_values
-from fgaseg_hf.conversion_ita import convert_open_clip_checkpoint
-
-weights = hf_hub_download("{base}", "open_clip_pytorch_model.bin")
-# The CLIP's sizes come from its weights, the head's settings from the preset.
-head = {{k: v for k, v in ita_preset_values({preset_ref}).items()
-        if k not in ("vision_config", "text_config", "vision_head_hidden_size")}}
-model = convert_open_clip_checkpoint(weights, "outputs/ita-init", **head)
-```"""
-        return start, ["family: ita", f"preset: {source.preset or 'path/to/config.json'}",
-                       "clip_pretrained: path/to/open_clip_pytorch_model.bin"]
-
-    def limitations(self, config: ITAConfig) -> list[str]:
-        return [
-            (f"Only the {config.num_text_queries} vocabulary names closest to the whole image become text queries; "
-             f"objects of other classes rely on the {config.num_learned_queries} learned queries."),
-            (f"Masks are predicted at 1/{config.common_stride} of the resized input (shortest edge "
-             f"{config.min_size_test} px) and upsampled, so thin structures and small objects are coarse; there is "
-             "no sliding-window inference."),
-        ]
-
-    def preset_base_model(self, config: ITAConfig) -> str | None:
-        # The released ITA's CLIP: ConvNeXt-Large with a 768-d embedding, whole-image crops at 320 px.
-        if (self.clip_variant(config), config.projection_dim, config.clip_image_size) == ("ConvNeXt-Large", 768, 320):
-            return ITA_CLIP_HUB_ID
-        return None
-
-    def card_name(self, preset: str, config: ITAConfig) -> str:
-        return preset.replace("_", "-")
-
-
-FAMILIES: dict[str, _Family] = {family.model_type: family for family in (_FGASegFamily(), _ITAFamily())}
-
-
-@dataclass
-class _Source:
-    """A config with what is known about where it came from."""
-
-    config: FGASegConfig | ITAConfig
-    family: _Family
-    preset: str | None = None
-    clip_pretrained: str | None = None
-    model_dir: str | None = None
-
-
-def _family_of_config(config: Any) -> _Family:
-    for family in FAMILIES.values():
-        if isinstance(config, family.config_class):
-            return family
-    raise ValueError(f"no model card for a {type(config).__name__}: expected an FGASegConfig or an ITAConfig")
-
-
-def _family_of_preset(data: Any) -> _Family:
-    """FGA-Seg presets nest their values under "model" (with a ViT `clip_config`); ITA presets hold a ConvNeXt
-    `vision_config` (with `hidden_sizes`) at the top level. A saved config.json says its `model_type`."""
-    values = data.get("model", data) if isinstance(data, dict) else None
-    if not isinstance(values, dict):
-        raise ValueError("a preset JSON is an object of config values")  # noqa: TRY004
-    vision = values.get("vision_config")
-    if values.get("model_type") == "ita" or (isinstance(vision, dict) and "hidden_sizes" in vision):
-        return FAMILIES["ita"]
-    return FAMILIES["fgaseg"]
-
-
-def _load_source(model_dir_or_config: str | os.PathLike | FGASegConfig | ITAConfig) -> _Source:
-    """A config, a model folder (with `config.json`), a preset JSON file or a preset name -> `_Source`."""
-    if not isinstance(model_dir_or_config, (str, os.PathLike)):
-        return _Source(model_dir_or_config, _family_of_config(model_dir_or_config))
-    path = str(model_dir_or_config)
-    if os.path.isdir(path):
-        config_file = os.path.join(path, "config.json")
-        if not os.path.isfile(config_file):
-            raise ValueError(f"{path} has no config.json: not a saved FGA-Seg or ITA model folder")
-        with open(config_file, encoding="utf-8") as handle:
-            model_type = json.load(handle).get("model_type")
-        family = FAMILIES.get(model_type)
-        if family is None:
-            raise ValueError(f"{path}: model cards are written for FGA-Seg and ITA models only, not {model_type!r}")
-        return _Source(family.config_class.from_pretrained(path), family, model_dir=path)
-    file = path if os.path.isfile(path) else os.path.join(PRESET_DIR, f"{path}.json")
-    if not os.path.isfile(file):
-        raise ValueError(f"unknown preset {path!r}; FGA-Seg presets: {available_presets()}, "
-                         f"ITA presets: {available_ita_presets()}")
-    with open(file, encoding="utf-8") as handle:
-        data = json.load(handle)
-    family = _family_of_preset(data)
-    config = family.config_class.from_preset(path)
-    preset = None if os.path.isfile(path) else path
-    return _Source(config, family, preset=preset,
-                   clip_pretrained=data.get("clip_pretrained") or family.preset_base_model(config))
-
-
-def clip_variant(config: FGASegConfig | ITAConfig) -> str:
-    """The CLIP image tower's name: "ViT-B/16" (from width, depth and patch size) or "ConvNeXt-Large"."""
-    return _family_of_config(config).clip_variant(config)
-
-
-# ----------------------------------------------------------------------------------------------- validation
-# Malformed results or metadata raise ValueError (as huggingface_hub does), wrong types included: hence TRY004 noqa.
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def validate_results(results: Mapping[str, Any]) -> None:
-    """Check a results mapping (see the module docstring); raise ValueError naming the first problem."""
-    if not isinstance(results, Mapping) or not results:
-        raise ValueError("results must be a non-empty mapping benchmark key -> entry")
-    for key, entry in results.items():
-        where = f"results[{key!r}]"
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"{where}: benchmark keys must be non-empty strings")
-        if not isinstance(entry, Mapping):
-            raise ValueError(f"{where} must be a mapping, got {type(entry).__name__}")  # noqa: TRY004
-        for field in ("dataset_name", "dataset_type", "split"):
-            if not isinstance(entry.get(field), str) or not entry[field].strip():
-                raise ValueError(f"{where} needs a non-empty string {field!r}")
-        miou = entry.get("mIoU")
-        if not _is_number(miou) or not 0.0 <= miou <= 1.0:
-            raise ValueError(f"{where}['mIoU'] must be a fraction in [0, 1] (not a percentage), got {miou!r}")
-        per_class = entry.get("per_class_iou")
-        if per_class is not None:
-            if not isinstance(per_class, Mapping) or not per_class:
-                raise ValueError(f"{where}['per_class_iou'] must be a non-empty mapping class name -> IoU")
-            for name, value in per_class.items():
-                if value is not None and (not _is_number(value) or not 0.0 <= value <= 1.0):
-                    raise ValueError(f"{where}['per_class_iou'][{name!r}] must be a fraction in [0, 1] or null")
-        unknown = set(entry) - {"dataset_name", "dataset_type", "split", "mIoU", "per_class_iou"}
-        if unknown:
-            raise ValueError(f"{where} has unknown fields {sorted(unknown)}")
-
-
-def validate_model_index(metadata: Mapping[str, Any]) -> None:
-    """Check the `model-index` block of card metadata against the Hub's schema; raise ValueError if malformed.
-
-    Metadata without a `model-index` is valid. Each result needs a task (with a type), a dataset (name and type)
-    and at least one metric with a type and a finite numeric value.
-    """
-    if "model-index" not in metadata:
-        return
-    index = metadata["model-index"]
-    if not isinstance(index, list) or not index:
-        raise ValueError("model-index must be a non-empty list")
-    for i, model in enumerate(index):
-        where = f"model-index[{i}]"
-        if not isinstance(model, Mapping):
-            raise ValueError(f"{where} must be a mapping")  # noqa: TRY004
-        if not isinstance(model.get("name"), str) or not model["name"]:
-            raise ValueError(f"{where} needs a non-empty 'name'")
-        results = model.get("results")
-        if not isinstance(results, list) or not results:
-            raise ValueError(f"{where}.results must be a non-empty list")
-        for j, result in enumerate(results):
-            at = f"{where}.results[{j}]"
-            if not isinstance(result, Mapping):
-                raise ValueError(f"{at} must be a mapping")  # noqa: TRY004
-            task, dataset, metrics = result.get("task"), result.get("dataset"), result.get("metrics")
-            if not isinstance(task, Mapping) or not isinstance(task.get("type"), str):
-                raise ValueError(f"{at}.task needs a string 'type'")  # noqa: TRY004
-            if not isinstance(dataset, Mapping) or not all(isinstance(dataset.get(k), str) for k in ("name", "type")):
-                raise ValueError(f"{at}.dataset needs string 'name' and 'type'")
-            if "split" in dataset and not isinstance(dataset["split"], str):
-                raise ValueError(f"{at}.dataset.split must be a string")
-            if not isinstance(metrics, list) or not metrics:
-                raise ValueError(f"{at}.metrics must be a non-empty list")
-            for k, metric in enumerate(metrics):
-                if not isinstance(metric, Mapping) or not isinstance(metric.get("type"), str):
-                    raise ValueError(f"{at}.metrics[{k}] needs a string 'type'")  # noqa: TRY004
-                if not _is_number(metric.get("value")):
-                    raise ValueError(f"{at}.metrics[{k}].value must be a finite number, got {metric.get('value')!r}")
-
-
 # ----------------------------------------------------------------------------------------------- rendering
-def build_metadata(
-    results: Mapping[str, Any] | None,
-    *,
-    model_name: str,
-    base_model: str | None = None,
-    datasets: Sequence[str] | None = None,
-    license: str = "apache-2.0",
-    tags: Sequence[str] = tuple(CARD_TAGS),
-) -> dict[str, Any]:
-    """The card's front matter as a dict (key order is the order written); `tags` default to FGA-Seg's."""
-    metadata: dict[str, Any] = {
-        "license": license,
-        "library_name": "transformers",
-        "pipeline_tag": "image-segmentation",
-        "tags": list(tags),
-    }
-    if datasets:
-        metadata["datasets"] = list(datasets)
-    if base_model:
-        metadata["base_model"] = base_model
-    if results:
-        validate_results(results)
-        metadata["model-index"] = [{
-            "name": model_name,
-            "results": [
-                {
-                    "task": dict(TASK),
-                    "dataset": {"name": e["dataset_name"], "type": e["dataset_type"], "split": e["split"]},
-                    "metrics": [{"type": METRIC_TYPE, "value": e["mIoU"], "name": METRIC_NAME}],
-                }
-                for e in results.values()
-            ],
-        }]
-        validate_model_index(metadata)
-    return metadata
-
-
 def _architecture(source: _Source) -> str:
     rows = source.family.rows(source.config)
     if source.preset:
@@ -621,7 +218,7 @@ def render_model_card(
     model_name: str,
     base_model: str | None = None,
     datasets: Sequence[str] | None = None,
-    license: str = "apache-2.0",
+    license: str | None = None,
     extra_sections: Mapping[str, str] | None = None,
     repo_id: str | None = None,
 ) -> str:
@@ -635,7 +232,7 @@ def render_model_card(
         model_name: the model's name (card title and `model-index` name).
         base_model: Hub id of the CLIP weights it starts from (front matter `base_model`).
         datasets: Hub ids of the training datasets (front matter `datasets`).
-        license: the license identifier.
+        license: the license identifier (default: the family's, "mit" for CAT-Seg and "apache-2.0" otherwise).
         extra_sections: title -> Markdown, appended as `##` sections in order.
         repo_id: the id or path used in the usage snippets (default: `path/to/<model_name>`).
 
@@ -645,21 +242,29 @@ def render_model_card(
     source = _load_source(model_dir_or_config)
     family = source.family
     metadata = build_metadata(results, model_name=model_name, base_model=base_model, datasets=datasets,
-                              license=license, tags=family.tags)
+                              license=license or family.license, tags=family.tags)
     trained = source.model_dir is not None or bool(results)
+    # A preset card of a family with published weights describes those weights (converted), not an untrained head.
+    published = not trained and family.published_note is not None
+    model_ref = repo_id or f"path/to/{model_name}"
     if trained:
         weights_note = family.trained_note
+    elif published:
+        weights_note = family.published_note
     else:
         weights_note = family.untrained_note.format(base=f" (`{base_model}`)" if base_model else "")
-    extra = "".join(f"\n## {title}\n\n{body.strip()}\n" for title, body in (extra_sections or {}).items())
+    sections = dict(extra_sections or {})
+    if family.citation and "Citation" not in sections:
+        sections["Citation"] = f"```bibtex\n{family.citation}\n```"
+    extra = "".join(f"\n## {title}\n\n{body.strip()}\n" for title, body in sections.items())
     body = string.Template(CARD_TEMPLATE).substitute(
         title=model_name,
         summary=family.summary(source.config),
         architecture=_architecture(source),
         weights_note=weights_note,
-        usage=_usage(source, repo_id or f"path/to/{model_name}", base_model, trained),
-        results=_results(results, family),
-        limitations=_limitations(source, trained),
+        usage=(family.obtain(model_ref) if published else "") + _usage(source, model_ref, base_model, trained or published),
+        results=family.published_results(model_ref) if published else _results(results, family),
+        limitations=_limitations(source, trained or published),
         extra_sections=extra,
     )
     front = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, default_flow_style=False)
@@ -730,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model-name", help="card title / model-index name (default: from the preset)")
     parser.add_argument("--base-model", help="Hub id of the CLIP weights (default: the preset's clip_pretrained)")
     parser.add_argument("--dataset", action="append", dest="datasets", help="Hub id of a training dataset (repeat)")
-    parser.add_argument("--license", default="apache-2.0")
+    parser.add_argument("--license", help='license identifier (default: "mit" for CAT-Seg, "apache-2.0" otherwise)')
     parser.add_argument("--repo-id", help="id or path shown in the usage snippets")
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--output", help="file to write (default: stdout)")

@@ -27,6 +27,8 @@ from .fgaseg_alignment import AlignmentProjector, PixelTextCrossAttention
 from .fgaseg_clip import dense_image_features, encode_prompts
 from .fgaseg_decoder import PRUNED_LOGIT, CostAggregationDecoder
 from .fgaseg_loss import FGASegLoss
+from .modeling_common import ParameterPolicyMixin, recorded_attentions
+from .validation import check_finite
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +58,19 @@ class FGASegOutput(ModelOutput):
         refined_text_embeds (`torch.FloatTensor` of shape `(batch_size, num_classes, num_templates, projection_dim)`):
             text embeddings after the pixel-to-text attention.
         image_embeds (`torch.FloatTensor` of shape `(batch_size, projection_dim, grid, grid)`): dense CLIP features.
-        vision_hidden_states (`tuple(torch.FloatTensor)`, *optional*): every vision block output
-            `(batch_size, 1 + grid * grid, width)` (the first is the block-0 input), when `output_hidden_states`.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*): every vision block output
+            `(batch_size, 1 + grid * grid, width)` (the first is the block-0 input), when `output_hidden_states`
+            (also readable as `vision_hidden_states`, its former name).
+        attentions (`tuple(torch.FloatTensor)`, *optional*): attention weights `(batch_size, heads, 1 + grid * grid,
+            1 + grid * grid)` of every vision block but the dense last one (it does not attend), when
+            `output_attentions`.
+        text_attentions (`tuple(torch.FloatTensor)`, *optional*): attention weights `(num_prompts, heads, length,
+            length)` of every text block, when `output_attentions` and the text tower ran in this call (not with
+            `text_embeds` nor with the cached default vocabulary).
         correlation (`torch.FloatTensor`, *optional*): global cosine cost `(batch_size, num_templates, T, grid, grid)`.
         local_correlation (`torch.FloatTensor`, *optional*): local cost, same shape.
+        original_sizes (`torch.LongTensor` of shape `(num_images, 2)`, *optional*): the `original_sizes` given to
+            `forward`, unchanged: the default `target_sizes` of the image processor's post-processing.
     """
 
     loss: torch.FloatTensor | None = None
@@ -71,9 +82,17 @@ class FGASegOutput(ModelOutput):
     text_embeds: torch.FloatTensor | None = None
     refined_text_embeds: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
-    vision_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    text_attentions: tuple[torch.FloatTensor, ...] | None = None
     correlation: torch.FloatTensor | None = None
     local_correlation: torch.FloatTensor | None = None
+    original_sizes: torch.LongTensor | None = None
+
+    @property
+    def vision_hidden_states(self) -> tuple[torch.FloatTensor, ...] | None:
+        """The former name of `hidden_states`."""
+        return self.hidden_states
 
 
 def trainable_clip_parameter(name: str, policy: str, last_vision_layer: int) -> bool:
@@ -113,7 +132,7 @@ def text_tower_fingerprint(clip: CLIPModel) -> int:
     return int(packed.item())
 
 
-class FGASegPreTrainedModel(PreTrainedModel):
+class FGASegPreTrainedModel(ParameterPolicyMixin, PreTrainedModel):
     config_class = FGASegConfig
     config: FGASegConfig
     base_model_prefix = "clip"
@@ -124,11 +143,7 @@ class FGASegPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["CLIPEncoderLayer"]
     # The loss is a per-batch mean: Trainer must keep dividing it by the accumulation steps.
     accepts_loss_kwargs = False
-    # Trainer gathers only the logits at evaluation (the rest has no batch axis or is large).
-    keys_to_ignore_at_inference = [
-        "auxiliary_logits", "alignment_logits", "loss_terms", "kept_classes", "text_embeds", "refined_text_embeds",
-        "image_embeds", "vision_hidden_states", "correlation", "local_correlation",
-    ]
+    # What Trainer gathers at evaluation: `FGASegConfig.keys_to_ignore_at_inference` (Trainer reads the config).
     # Parameters trained at `backbone_lr_multiplier` times the learning rate (the original's CLIP_MULTIPLIER).
     backbone_parameter_prefixes = ("clip.",)
 
@@ -178,8 +193,15 @@ class FGASegModel(FGASegPreTrainedModel):
         width, dim = config.vision_width, config.projection_dim
         self.guidance_upsample1 = nn.ConvTranspose2d(width, config.decoder_guidance_dims[0], kernel_size=2, stride=2)
         self.guidance_upsample2 = nn.ConvTranspose2d(width, config.decoder_guidance_dims[1], kernel_size=4, stride=4)
-        self.pixel_text_attention = PixelTextCrossAttention(dim, config.p2t_num_heads, config.p2t_num_layers)
-        self.alignment_projector = AlignmentProjector(dim, config.projector_kernel_size)
+        # CAT-Seg (`CATSegConfig`) switches these two FGA-Seg additions off: the attributes are then None.
+        self.pixel_text_attention = (
+            PixelTextCrossAttention(dim, config.p2t_num_heads, config.p2t_num_layers)
+            if config.use_pixel_to_text_attention
+            else None
+        )
+        self.alignment_projector = (
+            AlignmentProjector(dim, config.projector_kernel_size) if config.use_alignment_projector else None
+        )
         self.decoder = CostAggregationDecoder(config)
         self.criterion = FGASegLoss(config)
         self._register_default_vocabulary_buffers(
@@ -198,7 +220,7 @@ class FGASegModel(FGASegPreTrainedModel):
         base = preset_values(preset) if preset else {}
         base.pop("clip_config", None)
         base.update(overrides)
-        config = FGASegConfig(clip_config=clip.config.to_dict(), **base)
+        config = cls.config_class(clip_config=clip.config.to_dict(), **base)
         model = cls(config)
         missing, unexpected = model.clip.load_state_dict(clip.state_dict(), strict=False)
         if unexpected or [k for k in missing if not k.endswith("position_ids")]:
@@ -206,6 +228,16 @@ class FGASegModel(FGASegPreTrainedModel):
         return model
 
     # ----------------------------------------------------------------- fine-tuning policy
+    def apply_parameter_policy(self) -> None:
+        """Re-applied after `from_pretrained` (see `ParameterPolicyMixin`): the config's CLIP fine-tuning policy."""
+        self.apply_finetune_policy()
+
+    def _recorded_attentions(self, tower: str, wanted: bool):
+        """Collect the attention weights of a CLIP tower ("vision": every block but the dense last one)."""
+        model = self.clip.vision_model if tower == "vision" else self.clip.text_model
+        layers = list(model.encoder.layers)[:-1] if tower == "vision" else list(model.encoder.layers)
+        return recorded_attentions(model.config, [layer.self_attn for layer in layers], wanted)
+
     def apply_finetune_policy(self, policy: str | None = None) -> None:
         """Set `requires_grad` of the CLIP parameters by `config.clip_finetune` (or `policy`); the head always trains."""
         policy = policy or self.config.clip_finetune
@@ -370,6 +402,7 @@ class FGASegModel(FGASegPreTrainedModel):
             )
         if not pixel_values.dtype.is_floating_point:
             raise ValueError(f"pixel_values must be a floating-point tensor (CLIP-normalised), got {pixel_values.dtype}")
+        check_finite([("pixel_values", pixel_values)])
 
     def _check_labels(self, labels, batch: int, num_classes: int) -> torch.Tensor:
         if not isinstance(labels, torch.Tensor):
@@ -404,6 +437,8 @@ class FGASegModel(FGASegPreTrainedModel):
         output_correlations: bool = False,
         pruning_groups: torch.LongTensor | None = None,
         return_dict: bool | None = None,
+        output_attentions: bool | None = None,
+        original_sizes: torch.LongTensor | None = None,
     ) -> FGASegOutput | tuple:
         r"""
         Args:
@@ -423,13 +458,23 @@ class FGASegModel(FGASegPreTrainedModel):
             pruning_groups (`torch.LongTensor` of shape `(batch_size,)`, *optional*): images with the same id share
                 the fast decoder's top-k class pruning (the views of one image in sliding-window inference, which
                 `FGASegImageProcessor` returns). Default: `config.top_k_scope`.
+            output_hidden_states (`bool`, *optional*): return the vision tower's block outputs (`hidden_states`).
+            output_attentions (`bool`, *optional*): return the CLIP towers' attention weights (`attentions`,
+                `text_attentions`); the towers then run eager attention for this call. The aggregation's window and
+                class attentions are not returned (see docs/transformers_conventions.md).
+            original_sizes (`torch.LongTensor` of shape `(num_images, 2)`, *optional*): each input image's `(H, W)`,
+                as `FGASegImageProcessor` returns it (one row per image, also with the sliding window's views);
+                copied to the output, unused by the model.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         self._check_pixel_values(pixel_values)
+        text_attentions = None
         if text_embeds is None:
             if input_ids is not None:
-                text_embeds = self.get_text_embeddings(input_ids, attention_mask)
+                with self._recorded_attentions("text", output_attentions) as text_attentions:
+                    text_embeds = self.get_text_embeddings(input_ids, attention_mask)
             else:
                 text_embeds = self.default_text_embeddings()
         elif text_embeds.dim() != 3 or text_embeds.shape[1:] != (self.config.num_templates, self.config.projection_dim):
@@ -442,20 +487,25 @@ class FGASegModel(FGASegPreTrainedModel):
             labels = self._check_labels(labels, batch, num_classes)
 
         dtype = self.clip.visual_projection.weight.dtype
-        dense, hooked, hidden_states = dense_image_features(
-            self.clip, pixel_values.to(dtype), self.config.guidance_layers, output_hidden_states
-        )
+        with self._recorded_attentions("vision", output_attentions) as vision_attentions:
+            dense, hooked, hidden_states = dense_image_features(
+                self.clip, pixel_values.to(dtype), self.config.guidance_layers, output_hidden_states
+            )
         grid = self.config.feature_resolution
         to_map = lambda tokens: tokens[:, 1:].transpose(1, 2).unflatten(2, (grid, grid))  # noqa: E731
         image_features = to_map(dense)
         guidance = [image_features, self.guidance_upsample1(to_map(hooked[0])), self.guidance_upsample2(to_map(hooked[1]))]
 
         text_embeds = text_embeds.to(image_features.dtype)
-        refined = self.pixel_text_attention(image_features, text_embeds)
+        if self.pixel_text_attention is not None:
+            refined = self.pixel_text_attention(image_features, text_embeds)
+        else:
+            refined = text_embeds[None].expand(batch, -1, -1, -1)
 
         want_loss = labels is not None
         alignment_logits = None
-        if want_loss or output_alignment_logits or (self.training and output_alignment_logits is None):
+        wants_alignment = want_loss or output_alignment_logits or (self.training and output_alignment_logits is None)
+        if wants_alignment and self.alignment_projector is not None:
             alignment_logits = self.alignment_projector(image_features, refined.mean(dim=2))
 
         prune = not self.training and not want_loss
@@ -483,11 +533,14 @@ class FGASegModel(FGASegPreTrainedModel):
             loss_terms=loss_terms,
             kept_classes=decoded.kept_classes,
             text_embeds=text_embeds,
-            refined_text_embeds=refined,
+            refined_text_embeds=refined if self.pixel_text_attention is not None else None,
             image_embeds=image_features,
-            vision_hidden_states=hidden_states,
+            hidden_states=hidden_states,
+            attentions=tuple(vision_attentions) if vision_attentions is not None else None,
+            text_attentions=tuple(text_attentions) if text_attentions else None,
             correlation=decoded.correlation,
             local_correlation=decoded.local_correlation,
+            original_sizes=original_sizes,
         )
         return output if return_dict else output.to_tuple()
 

@@ -37,6 +37,7 @@ from transformers.models.mask2former.modeling_mask2former import (
 from transformers.utils import ModelOutput
 
 from .configuration_ita import ITAConfig
+from .ita_batching import merge_groups
 from .image_processing_ita import semantic_to_mask_targets
 from .ita_clip import ITACLIP, clip_crop
 from .ita_decoder import (
@@ -52,8 +53,10 @@ from .ita_inference import (
     final_maps,
     geometric_ensemble,
 )
+from .modeling_common import ParameterPolicyMixin
 from .processing_ita import tokenize_ita_vocabulary, vocabulary_layout
 from .prompt_templates import check_class_names
+from .validation import check_finite
 
 # transformers' image-segmentation pipeline checks the model class against a static list of names and logs an error
 # line for any other; naming this class there silences it (the key is not a config type the Auto classes resolve).
@@ -88,7 +91,9 @@ class ITAOutput(ModelOutput):
         text_queries (`torch.FloatTensor` of shape `(batch_size, T, hidden_dim)`): projected dominant categories.
         text_classifier (`torch.FloatTensor` of shape `(num_synonyms + 1, projection_dim)`): void last.
         image_sizes (`list[tuple[int, int]]`): valid size of each image on the canvas.
-        backbone_hidden_states (`tuple(torch.FloatTensor)`, *optional*): stem, res2, res3, res4, res5.
+        original_sizes (`torch.LongTensor` of shape `(batch_size, 2)`, *optional*): `forward`'s, unchanged.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*): the vision tower's (ConvNeXt trunk's) stem, res2,
+            res3, res4 and res5 (also readable as `backbone_hidden_states`, its former name).
         mask_features (`torch.FloatTensor`, *optional*): pixel decoder output `(batch_size, mask_dim, H/4, W/4)`.
         multi_scale_features (`tuple(torch.FloatTensor)`, *optional*): pixel decoder levels 1/32, 1/16, 1/8.
         dominant_image_embeds (`torch.FloatTensor`, *optional*): normalised CLIP embeddings of the whole-image crops.
@@ -110,10 +115,16 @@ class ITAOutput(ModelOutput):
     text_queries: torch.FloatTensor | None = None
     text_classifier: torch.FloatTensor | None = None
     image_sizes: list | None = None
-    backbone_hidden_states: tuple | None = None
+    original_sizes: torch.LongTensor | None = None
+    hidden_states: tuple | None = None
     mask_features: torch.FloatTensor | None = None
     multi_scale_features: tuple | None = None
     dominant_image_embeds: torch.FloatTensor | None = None
+
+    @property
+    def backbone_hidden_states(self) -> tuple | None:
+        """The former name of `hidden_states`."""
+        return self.hidden_states
 
 
 # Output fields holding per-image tensors: merged over batch-invariant groups; mask logits are edge-padded so that
@@ -121,17 +132,19 @@ class ITAOutput(ModelOutput):
 _BATCHED = (
     "logits", "class_queries_logits", "masks_queries_logits", "all_class_logits", "all_mask_logits", "out_vocab_logits",
     "pooled_clip_embeds", "mask_class_logits", "dominant_indices", "dominant_probs", "text_queries",
-    "backbone_hidden_states", "mask_features", "multi_scale_features", "dominant_image_embeds",
+    "hidden_states", "mask_features", "multi_scale_features", "dominant_image_embeds",
 )
 _EDGE_PADDED = ("masks_queries_logits", "all_mask_logits")
 
 
-class ITAPreTrainedModel(PreTrainedModel):
+class ITAPreTrainedModel(ParameterPolicyMixin, PreTrainedModel):
     config_class = ITAConfig
     config: ITAConfig
     base_model_prefix = "ita"
     main_input_name = "pixel_values"
     input_modalities = ("image", "text")
+    # The masked-attention decoder layers are transformers' GradientCheckpointingLayer (the frozen CLIP runs in eval).
+    supports_gradient_checkpointing = True
     _supports_sdpa = True
     # The loss is a per-batch mean: Trainer must keep dividing it by the accumulation steps.
     accepts_loss_kwargs = False
@@ -162,16 +175,8 @@ class ITAPreTrainedModel(PreTrainedModel):
             init.constant_(module.logit_scale, 2.6592)
         elif isinstance(module, ITACLIP):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
-        elif isinstance(module, ITAModel):
+        elif isinstance(module, ITAModel) and module.dominant_projection is not None:
             init.normal_(module.dominant_projection, mean=0.0, std=std)
-
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        model = super().from_pretrained(*args, **kwargs)
-        # Loading re-creates parameters with requires_grad=True: the CLIP is frozen again.
-        if isinstance(model, ITAModel):
-            model.freeze_clip()
-        return model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save as transformers does; with remote code, the folder also carries the open-vocabulary-segmentation
@@ -191,8 +196,12 @@ class ITAModel(ITAPreTrainedModel):
         self.clip = ITACLIP(config)
         self.pixel_decoder = Mask2FormerPixelDecoder(mask2former_config(config), feature_channels=list(config.vision_config.hidden_sizes))
         self.decoder = ITATransformerDecoder(config)
-        # The original's add_tgt_em, used only as a bias-free (projection_dim, hidden_dim) matrix.
-        self.dominant_projection = nn.Parameter(torch.empty(config.projection_dim, config.hidden_dim))
+        # The original's add_tgt_em, used only as a bias-free (projection_dim, hidden_dim) matrix; absent without
+        # text queries (FC-CLIP).
+        if config.uses_dominant_categories:
+            self.dominant_projection = nn.Parameter(torch.empty(config.projection_dim, config.hidden_dim))
+        else:
+            self.register_parameter("dominant_projection", None)
         self.void_embedding = nn.Embedding(1, config.projection_dim)
         self._criteria: dict = {}
         self._register_default_vocabulary_buffers()
@@ -200,6 +209,10 @@ class ITAModel(ITAPreTrainedModel):
         self.freeze_clip()
 
     # ----------------------------------------------------------------- setup
+    def apply_parameter_policy(self) -> None:
+        """Re-applied after `from_pretrained` (see `ParameterPolicyMixin`): the CLIP stays frozen."""
+        self.freeze_clip()
+
     def freeze_clip(self) -> None:
         """CLIP is frozen in ITA (both towers and its logit scale)."""
         for param in self.clip.parameters():
@@ -288,11 +301,12 @@ class ITAModel(ITAPreTrainedModel):
         classifier, synonym_to_class = self.text_classifier(
             text["input_ids"].to(device), text["attention_mask"].to(device), text["synonym_to_class"].to(device)
         )
-        vocabulary = self.dominant_vocabulary(text["dominant_input_ids"].to(device), text["dominant_attention_mask"].to(device))
-        return {
-            "text_embeds": classifier[:-1], "synonym_to_class": synonym_to_class, "dominant_text_embeds": vocabulary,
-            "seen_classes": text["seen_classes"].to(device),
-        }
+        encoded = {"text_embeds": classifier[:-1], "synonym_to_class": synonym_to_class, "seen_classes": text["seen_classes"].to(device)}
+        if c.uses_dominant_categories:
+            encoded["dominant_text_embeds"] = self.dominant_vocabulary(
+                text["dominant_input_ids"].to(device), text["dominant_attention_mask"].to(device)
+            )
+        return encoded
 
     # ----------------------------------------------------------------- default vocabulary
     _DEFAULT_BUFFERS = ("default_input_ids", "default_attention_mask", "default_dominant_input_ids", "default_dominant_attention_mask")
@@ -314,7 +328,8 @@ class ITAModel(ITAPreTrainedModel):
         rows, names, length = len(layout["prompts"]), len(layout["dominant_names"]), self._text_length()
         device = self.void_embedding.weight.device
         for name, count in zip(self._DEFAULT_BUFFERS, (rows, rows, names, names)):
-            self.register_buffer(name, torch.zeros(count, length, dtype=torch.long, device=device))
+            keep = c.uses_dominant_categories or "dominant" not in name
+            self.register_buffer(name, torch.zeros(count, length, dtype=torch.long, device=device) if keep else None)
 
     def set_default_vocabulary(self, class_names: list[str], tokenizer) -> None:
         """Store a vocabulary (and its token ids) in the model: `forward` uses it when given no text, and the
@@ -326,7 +341,8 @@ class ITAModel(ITAPreTrainedModel):
         self.config.has_default_vocabulary = True
         self._register_default_vocabulary_buffers()
         for name, key in zip(self._DEFAULT_BUFFERS, ("input_ids", "attention_mask", "dominant_input_ids", "dominant_attention_mask")):
-            getattr(self, name).copy_(text[key])
+            if getattr(self, name) is not None:
+                getattr(self, name).copy_(text[key])
 
     def default_text_inputs(self) -> dict:
         """The default vocabulary's text inputs of `forward` (token ids, synonym classes, seen classes)."""
@@ -383,12 +399,12 @@ class ITAModel(ITAPreTrainedModel):
         clip_pixel_values: torch.FloatTensor | None = None,
         pixel_mask: torch.LongTensor | None = None,
         seen_classes: torch.BoolTensor | None = None,
-        mask_labels: list[torch.Tensor] | None = None,
-        class_labels: list[torch.Tensor] | None = None,
         labels: torch.LongTensor | None = None,
         target_sizes: list[tuple[int, int]] | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        original_sizes: torch.LongTensor | None = None,
+        **mask_targets,
     ) -> ITAOutput:
         r"""
         Args:
@@ -406,15 +422,30 @@ class ITAModel(ITAPreTrainedModel):
             Without `input_ids` / `text_embeds`, the default vocabulary (`set_default_vocabulary`) is used.
             seen_classes (`(num_classes,)` bool): classes weighted by alpha (seen in training), others by beta;
                 default: none seen.
-            mask_labels (`list[torch.Tensor]`): per image `(n_i, h, w)` binary masks (zero padded to the canvas).
-            class_labels (`list[torch.LongTensor]`): per image `(n_i,)` class ids.
             labels (`torch.LongTensor` of shape `(batch_size, height, width)`): semantic maps on the canvas
                 (`config.ignore_index` unlabelled and on padding), turned into `mask_labels` / `class_labels` as the
                 original's semantic dataset mapper does (the interface `Trainer` uses); ignored when `mask_labels`
                 are given (the image processor returns both).
             target_sizes (`list[tuple[int, int]]`): output size of each semantic map (`semantic_maps`).
-            output_hidden_states (`bool`): also return backbone and pixel-decoder features.
+            original_sizes (`(batch_size, 2)`): each input image's `(H, W)` (`ITAImageProcessor` returns it), copied
+                to the output for the post-processing's default size; unused by the model.
+            output_hidden_states (`bool`): also return the trunk's features (`hidden_states`) and the pixel
+                decoder's.
+            mask_labels (`list[torch.Tensor]`, keyword only): per image `(n_i, h, w)` binary masks (zero padded to
+                the canvas), Mask2Former's targets.
+            class_labels (`list[torch.LongTensor]`, keyword only): per image `(n_i,)` class ids.
+                These two stay out of the named parameters so that `Trainer`, which takes every forward parameter
+                with "label" in its name as a label, defaults to `label_names=["labels"]`.
         """
+        mask_labels, class_labels = mask_targets.pop("mask_labels", None), mask_targets.pop("class_labels", None)
+        if mask_targets.pop("output_attentions", None):
+            raise ValueError(
+                f"{type(self).__name__} returns no attention weights (output_attentions): its trunk is a ConvNeXt and "
+                "its text tower runs once per vocabulary, cached (see docs/transformers_conventions.md)"
+            )
+        if mask_targets:
+            raise TypeError(f"{type(self).__name__}.forward() got unexpected keyword arguments {sorted(mask_targets)}")
+        check_finite([("pixel_values", pixel_values), ("clip_pixel_values", clip_pixel_values)])
         output_hidden_states = bool(output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states)
         if input_ids is None and text_embeds is None and self.config.has_default_vocabulary:
             default = self.default_text_inputs()
@@ -429,7 +460,8 @@ class ITAModel(ITAPreTrainedModel):
         if synonym_to_class.min() < 0 or torch.bincount(synonym_to_class, minlength=num_classes).min() == 0:
             raise ValueError(f"synonym_to_class must give every class id in [0, {num_classes}) at least one synonym")
         gather_index = synonym_gather_index(synonym_to_class, num_classes)
-        vocabulary = self.dominant_vocabulary(dominant_input_ids, dominant_attention_mask, dominant_text_embeds)
+        vocabulary = (self.dominant_vocabulary(dominant_input_ids, dominant_attention_mask, dominant_text_embeds)
+                      if self.config.uses_dominant_categories else None)
         if seen_classes is None:
             seen_classes = torch.zeros(num_classes, dtype=torch.bool)
         seen_classes = seen_classes.to(pixel_values.device).bool()
@@ -457,8 +489,8 @@ class ITAModel(ITAPreTrainedModel):
                 None if dominant_indices is None else dominant_indices[pick],
                 None if target_sizes is None else [target_sizes[i] for i in members], **common,
             )))
-        out = parts[0][1] if len(parts) == 1 else _merge_groups(parts, len(image_sizes))
-        out["image_sizes"] = image_sizes
+        out = parts[0][1] if len(parts) == 1 else merge_groups(parts, len(image_sizes), _BATCHED, _EDGE_PADDED)
+        out["image_sizes"], out["original_sizes"] = image_sizes, original_sizes
         out["text_classifier"] = classifier
 
         if labels is not None and mask_labels is None:
@@ -477,7 +509,7 @@ class ITAModel(ITAPreTrainedModel):
                 raise ValueError("mask_labels need class_labels (one class id per mask)")
             out["loss"], out["loss_dict"] = self._loss(out, mask_labels, class_labels, canvas, num_classes)
         output = ITAOutput(**out)
-        return output if return_dict is not False else output.to_tuple()
+        return output if (return_dict if return_dict is not None else self.config.return_dict) else output.to_tuple()
 
     def _forward_group(
         self, pixel_values, image_sizes, clip_pixel_values, dominant_indices, target_sizes, *, classifier,
@@ -488,7 +520,7 @@ class ITAModel(ITAPreTrainedModel):
         out: dict = {}
         with torch.no_grad():
             hidden = self.clip.dense_features(pixel_values)
-            if dominant_indices is None:
+            if dominant_indices is None and c.uses_dominant_categories:
                 if clip_pixel_values is None:
                     clip_pixel_values = self.clip_crops(pixel_values, image_sizes)
                 image_embeds = F.normalize(self.clip.image_embeddings(clip_pixel_values), dim=-1)
@@ -498,18 +530,25 @@ class ITAModel(ITAPreTrainedModel):
                 dominant_indices = torch.sort(probs, dim=-1, descending=True, stable=True).indices[:, :count]
                 out.update(dominant_probs=probs, dominant_image_embeds=image_embeds)
         batch = pixel_values.shape[0]
-        selected = vocabulary[dominant_indices.to(vocabulary.device)].to(self.dominant_projection.dtype)
-        text_queries = torch.einsum("bij,bjk->bik", selected, self.dominant_projection.unsqueeze(0).repeat(batch, 1, 1))
+        if c.uses_dominant_categories:
+            selected = vocabulary[dominant_indices.to(vocabulary.device)].to(self.dominant_projection.dtype)
+            text_queries = torch.einsum("bij,bjk->bik", selected, self.dominant_projection.unsqueeze(0).repeat(batch, 1, 1))
+            out.update(dominant_indices=dominant_indices, text_queries=text_queries)
+        else:
+            # FC-CLIP: no dominant-category step; the learned queries run alone.
+            text_queries = hidden[-1].new_zeros((batch, 0, c.hidden_dim))
 
-        features = list(hidden[1:5])
+        # The ConvNeXt stages hand back channels-last tensors (their last op is a permute); the original's pixel
+        # decoder convolves standard-layout maps, and the channels-last kernels round differently.
+        features = [h.contiguous() for h in hidden[1:5]]
         decoded = self.pixel_decoder(features)
         all_classes, all_masks = self.decoder(decoded.multi_scale_features, decoded.mask_features, text_queries, classifier, gather_index)
         out.update(
-            dominant_indices=dominant_indices, text_queries=text_queries, class_queries_logits=all_classes[-1],
-            masks_queries_logits=all_masks[-1], all_class_logits=tuple(all_classes), all_mask_logits=tuple(all_masks),
+            class_queries_logits=all_classes[-1], masks_queries_logits=all_masks[-1], all_class_logits=tuple(all_classes),
+            all_mask_logits=tuple(all_masks),
         )
         if output_hidden_states:
-            out.update(backbone_hidden_states=tuple(hidden), mask_features=decoded.mask_features,
+            out.update(hidden_states=tuple(hidden), mask_features=decoded.mask_features,
                        multi_scale_features=tuple(decoded.multi_scale_features))
         if self.training:
             return out
@@ -554,52 +593,13 @@ class ITAModel(ITAPreTrainedModel):
         return sum(weighted.values()), weighted
 
     def post_process_semantic_segmentation(self, outputs: ITAOutput, target_sizes=None) -> list[torch.Tensor]:
-        """Per-image class-id maps (h, w): argmax of `outputs.logits` cropped to each image (resized to
-        `target_sizes` when given)."""
-        maps = []
+        """Per-image class-id maps (h, w): argmax of `outputs.logits` cropped to each image, resized to `target_sizes`
+        (default: `outputs.original_sizes` when given, else no resize)."""
+        maps, defaults = [], outputs.image_sizes if outputs.original_sizes is None else outputs.original_sizes.tolist()
         for index, size in enumerate(outputs.image_sizes):
-            target = target_sizes[index] if target_sizes is not None else size
+            target = target_sizes[index] if target_sizes is not None else defaults[index]
             maps.append(crop_and_resize(outputs.logits[index], size, target).argmax(0))
         return maps
-
-
-def _pad_to(tensor: torch.Tensor, size: tuple[int, int], edge: bool) -> torch.Tensor:
-    pad_h, pad_w = size[0] - tensor.shape[-2], size[1] - tensor.shape[-1]
-    if pad_h == 0 and pad_w == 0:
-        return tensor
-    if edge:
-        flat = tensor.reshape(-1, 1, *tensor.shape[-2:])
-        return F.pad(flat, (0, pad_w, 0, pad_h), mode="replicate").reshape(*tensor.shape[:-2], *size)
-    return F.pad(tensor, (0, pad_w, 0, pad_h))
-
-
-def _merge(values: list, members: list, total: int, edge: bool):
-    """Place per-group batch tensors (first dim = group members) into one batch, padding spatial dims."""
-    first = values[0]
-    if isinstance(first, tuple):
-        return tuple(_merge([v[i] for v in values], members, total, edge) for i in range(len(first)))
-    spatial = first.dim() >= 4
-    size = tuple(max(v.shape[-2 + i] for v in values) for i in range(2)) if spatial else None
-    result = first.new_zeros((total, *(_pad_to(first, size, edge) if spatial else first).shape[1:]))
-    for value, rows in zip(values, members):
-        result[torch.tensor(rows, device=result.device)] = _pad_to(value, size, edge) if spatial else value
-    return result
-
-
-def _merge_groups(parts, total: int) -> dict:
-    merged = {}
-    for key in parts[0][1]:
-        if key == "semantic_maps":
-            maps = [None] * total
-            for members, out in parts:
-                for row, value in zip(members, out[key]):
-                    maps[row] = value
-            merged[key] = maps
-        elif key in _BATCHED:
-            merged[key] = _merge([out[key] for _, out in parts], [m for m, _ in parts], total, key in _EDGE_PADDED)
-        else:
-            merged[key] = parts[0][1][key]
-    return merged
 
 
 __all__ = ["ITAModel", "ITAOutput", "ITAPreTrainedModel"]

@@ -8,6 +8,7 @@ installed libraries.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -15,12 +16,14 @@ import torch
 from PIL import Image
 from transformers import AutoModelForSemanticSegmentation, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.utils import logging
 
 from .image_processing_fgaseg import image_size
 from .prompt_templates import check_class_names, parse_label_list, resolve_templates
 
 TASK = "open-vocabulary-segmentation"
 _TEXT_CACHE_SIZE = 8
+logger = logging.get_logger(__name__)
 
 
 def load_pipeline_image(image, timeout=None):
@@ -37,6 +40,21 @@ def default_class_names(config) -> list[str]:
     if not getattr(config, "has_default_vocabulary", False):
         raise ValueError("candidate_labels is required: this model has no default vocabulary")
     return [config.id2label[i] for i in range(len(config.id2label))]
+
+
+def warn_unlearned_names(config, names) -> list[str]:
+    """A model whose config says `closed_vocabulary: true` (trained on its `id2label` classes only, e.g. the demo
+    model's text tower learnt from scratch) cannot know other names: warn once about them; returns them."""
+    if not getattr(config, "closed_vocabulary", False):
+        return []
+    known = set(config.id2label.values())
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        logger.warning_once(
+            f"this model has a closed vocabulary (it was trained on {', '.join(config.id2label[i] for i in range(len(config.id2label)))} "
+            f"only): it never learnt {', '.join(repr(n) for n in unknown)}, so their masks are meaningless"
+        )
+    return unknown
 
 
 def has_sliding_window(image_processor) -> bool:
@@ -80,6 +98,9 @@ class OpenVocabularySegmentationPipeline(Pipeline):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._text_cache: OrderedDict = OrderedDict()
+        # One pipeline may serve several threads: the LRU order and the tokenizer (whose fast backend keeps
+        # per-call padding state) are used under this lock.
+        self._text_cache_lock = threading.Lock()
 
     @property
     def supports_sliding_window(self) -> bool:
@@ -119,21 +140,24 @@ class OpenVocabularySegmentationPipeline(Pipeline):
         else:
             names = check_class_names(candidate_labels)
         templates = tuple(resolve_templates(templates)) if templates is not None else None
+        warn_unlearned_names(self.model.config, names)
         return tuple(names), templates
 
     def _encoded_vocabulary(self, vocabulary) -> dict:
-        """The model's encoded vocabulary, cached per (names, templates)."""
-        if vocabulary in self._text_cache:
-            self._text_cache.move_to_end(vocabulary)
-            return self._text_cache[vocabulary]
-        names, templates = vocabulary
-        templates = list(templates) if templates is not None else None
-        with torch.no_grad():
-            encoded = self.model.encode_vocabulary(self.tokenizer, list(names), templates=templates)
-        self._text_cache[vocabulary] = encoded
-        if len(self._text_cache) > _TEXT_CACHE_SIZE:
-            self._text_cache.popitem(last=False)
-        return encoded
+        """The model's encoded vocabulary, cached per (names, templates) (thread-safe)."""
+        with self._text_cache_lock:
+            encoded = self._text_cache.get(vocabulary)
+            if encoded is not None:
+                self._text_cache.move_to_end(vocabulary)
+                return encoded
+            names, templates = vocabulary
+            templates = list(templates) if templates is not None else None
+            with torch.no_grad():
+                encoded = self.model.encode_vocabulary(self.tokenizer, list(names), templates=templates)
+            self._text_cache[vocabulary] = encoded
+            while len(self._text_cache) > _TEXT_CACHE_SIZE:
+                self._text_cache.popitem(last=False)
+            return encoded
 
     # ----------------------------------------------------------------- steps
     def preprocess(self, image, vocabulary=None, sliding_window=False, timeout=None):
@@ -251,5 +275,5 @@ def custom_pipelines_entry() -> dict:
 
 __all__ = [
     "OpenVocabularySegmentationPipeline", "add_pipelines_to_saved_model", "custom_pipelines_entry", "has_sliding_window", "default_class_names",
-    "register_pipelines",
+    "register_pipelines", "warn_unlearned_names",
 ]

@@ -9,7 +9,7 @@ from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
 from .image_processing_fgaseg import FGASegImageProcessor
-from .prompt_templates import build_prompts, check_class_names, resolve_templates
+from .prompt_templates import build_prompts, check_class_names, parse_label_list, resolve_templates
 
 
 def tokenize_vocabulary(tokenizer, class_names, templates, return_tensors: str = "pt") -> BatchFeature:
@@ -30,7 +30,8 @@ class SegmentationProcessor(ProcessorMixin):
         """
         Args:
             images: image(s) for the image processor's `preprocess`.
-            text (`list[str]`): class names (the vocabulary of this call).
+            text (`list[str]` or `str`): class names (the vocabulary of this call): a list, or one string separated
+                by commas (by semicolons when a name holds commas), as the pipeline and `fgaseg segment` accept.
             segmentation_maps: optional label maps, turned into training targets by the image processor.
             templates: prompt templates for this call (default: the processor's).
             image_kwargs: options of the image processor's `preprocess`.
@@ -45,7 +46,7 @@ class SegmentationProcessor(ProcessorMixin):
         elif segmentation_maps is not None:
             raise ValueError("segmentation_maps need their images")
         if text is not None:
-            data.update(self.tokenize_vocabulary(text, templates))
+            data.update(self.tokenize_vocabulary(parse_label_list(text) if isinstance(text, str) else text, templates))
         return BatchFeature(data)
 
     def post_process_semantic_segmentation(self, *args, **kwargs):

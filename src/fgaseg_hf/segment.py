@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .prompt_templates import parse_label_list
+from .safe_io import OutputFolder, OutputFolderError, model_loading_errors, use_umask
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
 DEVICES = ("cpu", "cuda")
@@ -79,7 +80,9 @@ def parse_dtype(name: str, device):
 # text tower's settings). Classes are "module.Class" names in this package, imported when used.
 MODEL_FAMILIES = {
     "fgaseg": ("FGA-Seg", "modeling_fgaseg.FGASegModel", "processing_fgaseg.FGASegProcessor", "clip_config.text_config"),
+    "catseg": ("CAT-Seg", "modeling_catseg.CATSegModel", "processing_fgaseg.FGASegProcessor", "clip_config.text_config"),
     "ita": ("ITA", "modeling_ita.ITAModel", "processing_ita.ITAProcessor", "text_config"),
+    "fcclip": ("FC-CLIP", "modeling_fcclip.FCCLIPModel", "processing_ita.ITAProcessor", "text_config"),
 }
 
 
@@ -100,7 +103,7 @@ def _unsupported(model: str, model_type) -> SegmentError:
 
 def resolve_model_location(model: str | None) -> str:
     """The folder or Hub id to load; checks that a local folder holds a model of a supported family
-    (`MODEL_FAMILIES`: FGA-Seg, ITA)."""
+    (`MODEL_FAMILIES`: FGA-Seg, ITA, FC-CLIP)."""
     if model is None:
         if not (DEFAULT_MODEL_DIR / "config.json").is_file():
             raise SegmentError("--model is required: no embedded default model is installed with this package")
@@ -143,7 +146,7 @@ def load_model_and_processor(location: str, dtype=None):
     model_class, processor_class = _family_class(model_path), _family_class(processor_path)
     try:
         model = model_class.from_pretrained(location, dtype=dtype)
-    except (OSError, ValueError, KeyError) as error:
+    except model_loading_errors() as error:  # missing, empty, truncated or random-bytes weights
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise SegmentError(f"cannot load the model {location}: {first_line}") from None
     try:
@@ -159,7 +162,24 @@ def load_model_and_processor(location: str, dtype=None):
         processor = processor_class.from_model_config(
             model.config, build_clip_tokenizer(text_config.max_position_embeddings)
         )
+    check_processor_family(processor, processor_class, model.config, location)
     return model.eval(), processor
+
+
+def check_processor_family(processor, processor_class, model_config, location) -> None:
+    """`SegmentError` when a folder's processor files belong to another model family (e.g. an ITA image processor
+    saved beside an FGA-Seg model): its inputs would not fit the model."""
+    expected = _IMAGE_PROCESSORS.get(processor_class.__name__)
+    found = type(getattr(processor, "image_processor", None)).__name__
+    if expected is not None and found != expected:
+        raise SegmentError(
+            f"{location}: its processor files are for another model family ({found}); this "
+            f"{model_config.model_type} model needs a {expected} (save the matching processor in the folder)"
+        )
+
+
+# The image processor each processor class pairs with (a folder may carry another family's files).
+_IMAGE_PROCESSORS = {"FGASegProcessor": "FGASegImageProcessor", "ITAProcessor": "ITAImageProcessor"}
 
 
 def load_pipeline(location: str, device, dtype):
@@ -197,6 +217,7 @@ def _write_atomically(path: Path, write) -> None:
     os.close(handle)
     try:
         write(temporary)
+        use_umask(temporary)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -214,9 +235,13 @@ def segment_images(
     dtype: str = "float32",
     batch_size: int = 1,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> list[dict]:
     """Segment image files and write `<stem>_labels.png` and `<stem>_overlay.png` into `output`; returns one record
-    per image (`image`, `labels_png`, `overlay_png`, `classes`: {name: pixel fraction}, `scores`)."""
+    per image (`image`, `labels_png`, `overlay_png`, `classes`: {name: pixel fraction}, `scores`).
+
+    `output` may hold other files; a file of the same name that fgaseg did not write is never replaced, and one
+    an earlier run wrote only with `overwrite`."""
     from tqdm.auto import tqdm
 
     from .pipeline_fgaseg import default_class_names, has_sliding_window
@@ -233,6 +258,13 @@ def segment_images(
     out_dir = Path(output)
     if out_dir.exists() and not out_dir.is_dir():
         raise SegmentError(f"--output {output}: exists and is not a folder")
+    stems = output_stems([i.path for i in loaded])
+    outputs = OutputFolder(out_dir, overwrite, additive=True)
+    written = [f"{stem}_{kind}.png" for stem in stems for kind in ("labels", "overlay")]
+    try:
+        outputs.check(written)
+    except OutputFolderError as error:
+        raise SegmentError(str(error)) from None
     pipe = load_pipeline(resolve_model_location(model), torch_device, torch_dtype)
     if sliding_window and not has_sliding_window(pipe.image_processor):
         family = MODEL_FAMILIES.get(pipe.model.config.model_type, ("this",))[0]
@@ -243,13 +275,13 @@ def segment_images(
         except ValueError:
             raise SegmentError("--labels is required: this model has no default vocabulary") from None
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs.claim(written)
     results = pipe(
         (item.image for item in loaded), candidate_labels=names, sliding_window=sliding_window, batch_size=batch_size
     )
     records = []
     bar = tqdm(total=len(loaded), desc="segmenting", unit="image", disable=not progress or len(loaded) < 2)
-    for item, stem, segments in zip(loaded, output_stems([i.path for i in loaded]), results):
+    for item, stem, segments in zip(loaded, stems, results):
         label_map = label_map_from_segments(segments, names, (item.image.height, item.image.width))
         overlay, legend = render_overlay(item.image, label_map, names)
         labels_png, overlay_png = out_dir / f"{stem}_labels.png", out_dir / f"{stem}_overlay.png"

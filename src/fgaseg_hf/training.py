@@ -35,6 +35,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from .augmentation import AugmentationConfig, TrainingAugmentation
+from .safe_io import UnsafeFileError
 from .training_families import FGASegFamily, TrainingConfigError, family_of
 
 NO_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.Embedding)
@@ -47,13 +48,15 @@ def load_run_config(path_or_dict) -> dict:
     path = Path(path_or_dict)
     if not path.is_file():
         raise TrainingConfigError(f"run config not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
+    import yaml
 
-        config = yaml.safe_load(text)
-    else:
-        config = json.loads(text)
+    try:
+        text = path.read_text(encoding="utf-8")
+        config = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except (yaml.YAMLError, ValueError) as error:  # ValueError: bad JSON or not UTF-8
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        kind = "YAML" if path.suffix in (".yaml", ".yml") else "JSON"
+        raise TrainingConfigError(f"{path}: not valid {kind} ({detail})") from None
     if not isinstance(config, dict):
         raise TrainingConfigError(f"{path}: a run config is a mapping with model, data, augmentation, training")
     unknown = set(config) - {"model", "data", "augmentation", "training"}
@@ -70,10 +73,14 @@ def load_class_names(value, folder: Path | None) -> list[str]:
         if folder is None or not (folder / "class_names.json").is_file():
             raise TrainingConfigError("data.class_names is required (a list or a JSON file)")
         value = str(folder / "class_names.json")
-    if isinstance(value, str):
-        with open(value, encoding="utf-8") as handle:
-            value = json.load(handle)
-    return check_class_names(value)
+    where = value if isinstance(value, str) else "data.class_names"
+    try:
+        if isinstance(value, str):
+            with open(value, encoding="utf-8") as handle:
+                value = json.load(handle)
+        return check_class_names(value)
+    except (ValueError, TypeError) as error:  # bad JSON, duplicate or empty names
+        raise TrainingConfigError(f"{where}: {error}") from None
 
 
 def load_splits(data: dict):
@@ -96,6 +103,8 @@ def load_splits(data: dict):
         evaluation = dataset[eval_split] if eval_split in dataset else None
     else:
         raise TrainingConfigError("data needs `path` (a split folder) or `dataset` (for datasets.load_dataset)")
+    if len(train) == 0:
+        raise TrainingConfigError(f"the train split of {folder or data['dataset']} is empty: nothing to train on")
     for split in (train, evaluation):
         if split is not None and not {image_column, label_column} <= set(split.column_names):
             raise TrainingConfigError(
@@ -122,6 +131,17 @@ def check_label_values(dataset, num_classes: int, ignore_index: int, reduce_labe
                 f"label map {index} holds class ids {bad[:10].tolist()} but the class list has {num_classes} names "
                 f"(valid ids 0..{num_classes - 1}, ignore {ignore_index})"
             )
+
+
+class RecordOutputs(TrainerCallback):
+    """Adds each checkpoint the first process saves to the output folder's manifest (what `--overwrite` may remove)."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.folder.record_new_files()
 
 
 class AugmentationEpoch(TrainerCallback):
@@ -217,12 +237,38 @@ def training_arguments(block: dict, output_dir: str | None, recipe: dict | None 
         raise TrainingConfigError(f"unknown training arguments: {unknown}")
     # Images are transformed on the fly; metrics stream batch by batch; evaluation labels have a fixed size.
     values.update(remove_unused_columns=False, batch_eval_metrics=True, label_names=["labels"])
+    if "dataloader_pin_memory" not in values and not _has_accelerator():
+        values["dataloader_pin_memory"] = False  # pinning needs an accelerator; on CPU the data loader warns per loader
     return TrainingArguments(**values)
 
 
-def run_training(config, output_dir: str | None = None, resume_from_checkpoint=None, overrides: dict | None = None):
+def _has_accelerator() -> bool:
+    accelerator = getattr(torch, "accelerator", None)
+    return bool(accelerator.is_available()) if accelerator is not None else torch.cuda.is_available()
+
+
+def final_metrics(trainer, evaluation) -> dict:
+    """The eval metrics after training: those the Trainer logged at the last step when its schedule evaluated
+    there (evaluating again would give the same numbers), otherwise a final `evaluate()`."""
+    if evaluation is None:
+        return {}
+    if trainer.args.load_best_model_at_end:
+        return trainer.evaluate()  # the model now is the best checkpoint, not the last step's
+    state = trainer.state
+    for entry in reversed(state.log_history):
+        if "eval_loss" in entry and entry.get("step") == state.global_step:
+            return {k: v for k, v in entry.items() if k.startswith("eval_") or k == "epoch"}
+    return trainer.evaluate()
+
+
+def run_training(config, output_dir: str | None = None, resume_from_checkpoint=None, overrides: dict | None = None,
+                 overwrite: bool = False):
     """Train as the run config says; saves the model and processor in `output_dir` and returns the final eval
-    metrics (empty without an eval split)."""
+    metrics (empty without an eval split).
+
+    `resume_from_checkpoint=True` continues from the newest complete `checkpoint-N` of `output_dir` (`checkpoints`).
+    A fresh run refuses a non-empty `output_dir` unless `overwrite`, which first removes only the files an earlier
+    run recorded there (`safe_io.OutputFolder`)."""
     from .metrics.mean_iou import argmax_logits_for_metrics, streaming_metrics_for_trainer
 
     config = load_run_config(config)
@@ -234,7 +280,13 @@ def run_training(config, output_dir: str | None = None, resume_from_checkpoint=N
     # Seeded before the model is built, so that a new head (or a model from scratch) starts the same every run.
     set_seed(int(config.get("training", {}).get("seed", 42)))  # TrainingArguments' default seed
     family = family_of(config.get("model", {}))
-    model, processor = family.build(config.get("model", {}), class_names)
+    try:
+        model, processor = family.build(config.get("model", {}), class_names)
+    except (TrainingConfigError, UnsafeFileError):
+        raise
+    except (ValueError, OSError) as error:  # a config value the model's config refuses, an unreadable file
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TrainingConfigError(f"model: {detail}") from None
     reduce_labels = bool(data.get("reduce_labels", False))
     check_label_values(train, len(class_names), model.config.ignore_index, reduce_labels)
     if evaluation is not None:
@@ -252,6 +304,13 @@ def run_training(config, output_dir: str | None = None, resume_from_checkpoint=N
     args = training_arguments(config.get("training", {}), output_dir, family.recipe)
     if evaluation is None and args.eval_strategy != "no":
         raise TrainingConfigError("evaluation is enabled but the data has no eval split")
+    from .checkpoints import resolve_resume
+    from .safe_io import OutputFolder
+
+    resume = resolve_resume(resume_from_checkpoint, args.output_dir)
+    # A resumed run adds to its own folder; every process checks, only the first one writes.
+    outputs = OutputFolder(args.output_dir, overwrite, option="training.output_dir", additive=resume is not None)
+    outputs.prepare(modify=int(os.environ.get("RANK", "0")) == 0)
     trainer = SegmentationTrainer(
         model=model,
         args=args,
@@ -263,28 +322,31 @@ def run_training(config, output_dir: str | None = None, resume_from_checkpoint=N
         backbone_lr_multiplier=float(config.get("training", {}).get("backbone_lr_multiplier", family.backbone_lr_multiplier)),
         callbacks=[AugmentationEpoch(epoch_holder)],
     )
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    metrics = trainer.evaluate() if evaluation is not None else {}
+    trainer.add_callback(RecordOutputs(outputs))
+    trainer.train(resume_from_checkpoint=resume)
+    metrics = final_metrics(trainer, evaluation)
     if trainer.is_world_process_zero():
-        trainer.save_model(args.output_dir)
-        processor.save_pretrained(args.output_dir)
-        history = {"log_history": trainer.state.log_history, "final_metrics": metrics}
-        Path(args.output_dir, "training_history.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
+        outputs.record_new_files()  # the checkpoints
+
+        def write(staging):
+            trainer.save_model(str(staging))
+            processor.save_pretrained(staging)
+            history = {"log_history": trainer.state.log_history, "final_metrics": metrics}
+            (staging / "training_history.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
+
+        # Staged, so that a same-named file of the user's (config.json, say) is refused, never replaced, and the
+        # trained model is then kept beside the folder instead of being lost.
+        outputs.write_staged(write, keep_refused=True)
     return metrics
 
 
 def main(argv=None) -> int:
-    import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="fgaseg train", description="fine-tune FGA-Seg or ITA with transformers' Trainer")
-    parser.add_argument("--config", required=True, help="run config (YAML or JSON) with model, data, augmentation, training")
-    parser.add_argument("--output-dir", help="overrides training.output_dir")
-    parser.add_argument("--resume", nargs="?", const=True, default=None,
-                        help="resume from the last checkpoint in the output folder, or from the given checkpoint")
-    parser.add_argument("--set", action="append", default=[], metavar="BLOCK.KEY=JSON",
-                        help="override one config value, e.g. --set training.max_steps=10")
-    args = parser.parse_args(argv)
+    from .safe_io import OutputFolderError, UnsafeFileError
+    from .training_cli import build_parser
+
+    args = build_parser().parse_args(argv)
     overrides = {}
     try:
         for item in args.set:
@@ -295,8 +357,8 @@ def main(argv=None) -> int:
                 overrides[key] = json.loads(value)
             except json.JSONDecodeError:
                 overrides[key] = value
-        metrics = run_training(args.config, args.output_dir, args.resume, overrides)
-    except (TrainingConfigError, FileNotFoundError) as error:
+        metrics = run_training(args.config, args.output_dir, args.resume, overrides, overwrite=args.overwrite)
+    except (TrainingConfigError, UnsafeFileError, OutputFolderError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if metrics and int(os.environ.get("RANK", "0")) == 0:

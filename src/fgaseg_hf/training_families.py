@@ -7,6 +7,8 @@ becomes model inputs, and how batches are collated. Everything else in `training
 - "ita": ITA (FC-CLIP's recipe: AdamW 1e-4, weight decay 0.05, constant rate, clipping at 0.01; CLIP frozen).
   Inputs `pixel_values`, `pixel_mask` and `labels` on a canvas padded to the size divisibility; the model turns the
   semantic maps into per-class masks (the original's semantic mapper) for its Hungarian-matched loss.
+- "fcclip": FC-CLIP, ITA's parent: the same recipe, inputs and collation (`FCCLIPModel`; nothing in its backbone
+  trains).
 """
 
 from __future__ import annotations
@@ -47,6 +49,43 @@ def check_tokenizer(tokenizer, vocab_size: int) -> None:
         raise TrainingConfigError(f"the tokenizer has {len(tokenizer)} tokens but the text tower's vocabulary has {vocab_size}")
 
 
+def _load_clip_start(load, source):
+    """The model `load()` builds from `model.clip_pretrained`; a file that cannot be read (or holds anything but
+    weights: nothing in it runs) is the run config's problem, reported in one line."""
+    import pickle
+
+    from .safe_io import UnsafeFileError
+
+    try:
+        return load()
+    except UnsafeFileError:
+        raise
+    except (OSError, ValueError, KeyError, pickle.UnpicklingError) as error:
+        text = str(error).strip()
+        detail = text.splitlines()[0] if text else type(error).__name__
+        if "Weights only load failed" in text or "Unsupported global" in text:
+            detail = "refused to load: the weights file holds Python objects other than tensors"
+        raise TrainingConfigError(f"model.clip_pretrained {source}: {detail}") from None
+
+
+def _load_folder(model_class, processor_class, folder):
+    """`(model, processor)` of `model.from_pretrained`; a folder whose files are missing, truncated or for another
+    model family is reported in one line."""
+    from .safe_io import model_loading_errors
+    from .segment import SegmentError, check_processor_family
+
+    try:
+        model = model_class.from_pretrained(folder)
+        processor = processor_class.from_pretrained(folder)
+        check_processor_family(processor, processor_class, model.config, folder)
+    except SegmentError as error:
+        raise TrainingConfigError(f"model.from_pretrained {error}") from None
+    except model_loading_errors() as error:
+        text = str(error).strip()
+        raise TrainingConfigError(f"model.from_pretrained {folder}: {text.splitlines()[0] if text else type(error).__name__}") from None
+    return model, processor
+
+
 class FGASegFamily:
     name = "fgaseg"
     recipe = {
@@ -54,22 +93,39 @@ class FGASegFamily:
         "max_grad_norm": 0.01, "optim": "adamw_torch",
     }
     backbone_lr_multiplier = 0.01
+    default_preset = "vitb_384_fast_cat"
+
+    def classes(self):
+        from .configuration_fgaseg import FGASegConfig
+        from .modeling_fgaseg import FGASegModel
+
+        return FGASegConfig, FGASegModel
 
     def build(self, block: dict, class_names: list[str]):
-        """`(FGASegModel, FGASegProcessor)`, the class names stored as the model's default vocabulary."""
-        from .configuration_fgaseg import FGASegConfig, preset_values
-        from .modeling_fgaseg import FGASegModel
+        """`(FGASegModel, FGASegProcessor)`, the class names stored as the model's default vocabulary. An FGA-Seg
+        `from_pretrained` a CAT-Seg folder starts from CAT-Seg's weights (`fgaseg_from_catseg`: every shared tensor
+        copied, FGA-Seg's additions initialised; `overrides` apply to the new config)."""
+        from .configuration_fgaseg import preset_values
         from .processing_fgaseg import FGASegProcessor
 
+        FGASegConfig, FGASegModel = self.classes()
         overrides = dict(block.get("overrides", {}))
-        if "from_pretrained" in block:
-            model = FGASegModel.from_pretrained(block["from_pretrained"])
-            processor = FGASegProcessor.from_pretrained(block["from_pretrained"])
+        if "from_pretrained" in block and self.name == "fgaseg" and _folder_model_type(block["from_pretrained"]) == "catseg":
+            from .modeling_catseg import fgaseg_from_catseg
+
+            model, _ = fgaseg_from_catseg(block["from_pretrained"], **overrides)
+            tokenizer = FGASegProcessor.from_pretrained(block["from_pretrained"]).tokenizer
+            processor = FGASegProcessor.from_model_config(model.config, tokenizer)
+        elif "from_pretrained" in block:
+            model, processor = _load_folder(FGASegModel, FGASegProcessor, block["from_pretrained"])
         else:
             if "clip_pretrained" in block:
-                model = FGASegModel.from_clip_pretrained(block["clip_pretrained"], block.get("preset"), **overrides)
+                model = _load_clip_start(
+                    lambda: FGASegModel.from_clip_pretrained(block["clip_pretrained"], block.get("preset"), **overrides),
+                    block["clip_pretrained"],
+                )
             else:
-                base = preset_values(block.get("preset", "vitb_384_fast_cat"))
+                base = preset_values(block.get("preset", self.default_preset))
                 clip = merge_overrides(base.pop("clip_config"), overrides.pop("clip_config", {}), ("text_config", "vision_config"))
                 model = FGASegModel(FGASegConfig(clip_config=clip, **{**base, **overrides}))
             text = model.config.clip_config.text_config
@@ -94,35 +150,46 @@ class FGASegFamily:
 
 class ITAFamily:
     name = "ita"
+    title = "ITA"
     recipe = {
         "learning_rate": 1e-4, "weight_decay": 0.05, "lr_scheduler_type": "constant", "warmup_steps": 0,
         "max_grad_norm": 0.01, "optim": "adamw_torch",
     }
     # Only the dominant-category projection is "backbone" and trainable (the original's add_tgt_em).
     backbone_lr_multiplier = 0.1
+    default_preset = "ita_convnext_large_d_320"
+
+    def classes(self):
+        from .configuration_ita import ITAConfig
+        from .modeling_ita import ITAModel
+
+        return ITAConfig, ITAModel
 
     def build(self, block: dict, class_names: list[str]):
         """`(ITAModel, ITAProcessor)` with the class names as default vocabulary and as seen classes (weighted by
         alpha at inference, as the original treats its training classes)."""
-        from .configuration_ita import ITAConfig, ita_preset_values
+        from .configuration_ita import ita_preset_values
         from .conversion_ita import convert_open_clip_checkpoint
-        from .modeling_ita import ITAModel
         from .processing_ita import ITAProcessor
 
+        ITAConfig, ITAModel = self.classes()
+
         if "clip_finetune" in block:
-            raise TrainingConfigError("model.clip_finetune does not apply to ITA: its CLIP stays frozen")
+            raise TrainingConfigError(f"model.clip_finetune does not apply to {self.title}: its CLIP stays frozen")
         overrides = dict(block.get("overrides", {}))
         if "from_pretrained" in block:
-            model = ITAModel.from_pretrained(block["from_pretrained"])
-            processor = ITAProcessor.from_pretrained(block["from_pretrained"])
+            model, processor = _load_folder(ITAModel, ITAProcessor, block["from_pretrained"])
         else:
             values = merge_overrides(
-                ita_preset_values(block.get("preset", "ita_convnext_large_d_320")), overrides, ("text_config", "vision_config")
+                ita_preset_values(block.get("preset", self.default_preset)), overrides, ("text_config", "vision_config")
             )
             if "clip_pretrained" in block:
                 # The CLIP's architecture comes from its weights; the head from the preset and overrides.
                 head = {k: v for k, v in values.items() if k not in ("vision_config", "text_config", "vision_head_hidden_size")}
-                model = convert_open_clip_checkpoint(block["clip_pretrained"], **head)
+                model = _load_clip_start(
+                    lambda: convert_open_clip_checkpoint(block["clip_pretrained"], architecture=self.name, **head),
+                    block["clip_pretrained"],
+                )
             else:
                 model = ITAModel(ITAConfig(**values))
             text = model.config.text_config
@@ -151,6 +218,21 @@ class ITAFamily:
         return CanvasCollator(processor.image_processor, ignore_index)
 
 
+class FCCLIPFamily(ITAFamily):
+    """FC-CLIP: ITA's recipe (it is FC-CLIP's), inputs and collation, on `FCCLIPModel` (nothing in its backbone
+    trains: the CLIP is frozen and there is no text-query projection)."""
+
+    name = "fcclip"
+    title = "FC-CLIP"
+    default_preset = "fcclip_convnext_large"
+
+    def classes(self):
+        from .configuration_fcclip import FCCLIPConfig
+        from .modeling_fcclip import FCCLIPModel
+
+        return FCCLIPConfig, FCCLIPModel
+
+
 class CanvasCollator:
     """Batches images of different sizes on one zero-padded canvas (the image processor's `collate`), their
     labels padded with the ignore index."""
@@ -168,19 +250,40 @@ class CanvasCollator:
         return {**batch, "labels": labels}
 
 
-FAMILIES = {"fgaseg": FGASegFamily(), "ita": ITAFamily()}
+class CATSegFamily(FGASegFamily):
+    """CAT-Seg: FGA-Seg's recipe (it is CAT-Seg's), inputs and collation, on `CATSegModel`."""
+
+    name = "catseg"
+    default_preset = "catseg_vitb_384"
+
+    def classes(self):
+        from .configuration_catseg import CATSegConfig
+        from .modeling_catseg import CATSegModel
+
+        return CATSegConfig, CATSegModel
+
+
+def _folder_model_type(folder) -> str | None:
+    config_file = Path(folder, "config.json")
+    if not config_file.is_file():
+        return None
+    return json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+
+
+FAMILIES = {"fgaseg": FGASegFamily(), "catseg": CATSegFamily(), "ita": ITAFamily(), "fcclip": FCCLIPFamily()}
 
 
 def family_of(block: dict):
     """The architecture a run config's `model` block trains: `family` when given, else the `from_pretrained`
-    folder's model type or the preset's name (ITA presets start with "ita")."""
+    folder's model type or the preset's name (ITA presets start with "ita", FC-CLIP's with "fcclip")."""
     name = block.get("family")
     if name is None and "from_pretrained" in block:
-        config_file = Path(block["from_pretrained"], "config.json")
-        if config_file.is_file():
-            name = "ita" if json.loads(config_file.read_text(encoding="utf-8")).get("model_type") == "ita" else "fgaseg"
+        model_type = _folder_model_type(block["from_pretrained"])
+        if model_type is not None:
+            name = model_type if model_type in ("ita", "catseg", "fcclip") else "fgaseg"
     if name is None:
-        name = "ita" if Path(str(block.get("preset", ""))).name.startswith("ita") else "fgaseg"
+        preset = Path(str(block.get("preset", ""))).name
+        name = next((f for f in ("ita", "catseg", "fcclip") if preset.startswith(f)), "fgaseg")
     if name not in FAMILIES:
         raise TrainingConfigError(f"model.family must be one of {sorted(FAMILIES)}, got {name!r}")
     return FAMILIES[name]

@@ -306,6 +306,12 @@ def load_benchmark(key: str, root: PathLike, split: str = "validation") -> tuple
     spec = get_spec(key)
     split = _normalise_split(split, spec)
     root = Path(root)
+    for kind, folder in (("image", spec.image_dirs[split]), ("label", spec.label_dirs[split])):
+        if not (root / folder).is_dir():
+            raise ValueError(
+                f"{spec.display_name} is not prepared under {root}: no {kind} folder {root / folder}; make it with "
+                f"`fgaseg prepare {key} --root {root} --archive <its download>`"
+            )
     dataset = _paired_dataset(root / spec.image_dirs[split], root / spec.label_dirs[split], spec)
     return dataset, class_names(key)
 
@@ -340,9 +346,26 @@ def _read_class_names(class_names_file: PathLike | list[str] | None) -> list[str
     path = Path(class_names_file)
     if not path.is_file():
         raise ValueError(f"class-name file {path} does not exist (nor is it a benchmark key)")
-    names = json.loads(path.read_text(encoding="utf-8"))
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"class-name file {path} is not valid JSON: {error}") from None
+        if isinstance(names, dict):  # an id2label mapping
+            try:
+                names = [names[k] for k in sorted(names, key=int)]
+            except ValueError:
+                raise ValueError(f"class-name file {path}: an id -> name mapping needs integer ids") from None
+    else:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ValueError(f"class-name file {path} must hold a JSON list of strings")
+        raise ValueError(f"class-name file {path} must hold a JSON list of strings (or one name per line)")
+    if not names:
+        raise ValueError(f"class-name file {path} holds no class name")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"class-name file {path} names {duplicates[0]!r} twice")
     return names
 
 
@@ -390,4 +413,102 @@ def load_parquet_or_hub(
     for column in ("image", "annotation"):
         if not isinstance(dataset.features[column], datasets.Image):
             dataset = dataset.cast_column(column, datasets.Image())
+    return dataset, names
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+LABEL_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
+IMAGE_FOLDER_NAMES = ("images", "image", "imgs", "JPEGImages")
+LABEL_FOLDER_NAMES = ("annotations", "labels", "label", "masks", "SegmentationClass")
+CLASS_FILE_NAMES = ("class_names.json", "classes.json", "id2label.json", "classes.txt")
+
+
+def folder_spec(name: str, num_classes: int, ignore_index: int = 255, reduce_labels: bool = False) -> BenchmarkSpec:
+    """The spec of a user's folder or dataset: label values are class ids (``reduce_labels``: 0 is void and ``k``
+    is class ``k - 1``), `ignore_index` marks void pixels, anything else outside the classes is reported."""
+    return BenchmarkSpec(
+        key=name, display_name=name, registered_name=name, image_dirs={}, label_dirs={}, image_suffix="",
+        label_suffix="", label_format="any", label_mapping="reduce_labels" if reduce_labels else "identity",
+        num_classes=num_classes, num_prompts=num_classes, ignore_index=ignore_index,
+        disk_ignore_value=0 if reduce_labels else ignore_index,
+    )
+
+
+def _split_folder(root: Path, split: str) -> Path:
+    for candidate in dict.fromkeys([split, SPLIT_ALIASES.get(split, split), "validation", "val", "test"]):
+        if (root / candidate).is_dir() and any((root / candidate / n).is_dir() for n in IMAGE_FOLDER_NAMES):
+            return root / candidate
+    return root
+
+
+def load_folder_dataset(
+    path: PathLike, split: str = "validation", class_names_file: PathLike | list[str] | None = None
+) -> tuple[datasets.Dataset, list[str]]:
+    """A user's folder of images and label maps, as `fgaseg synthetic` writes it or in the usual image-folder
+    conventions, as a lazy `datasets.Dataset` (``id``, ``image``, ``annotation``) and its class names.
+
+    Layouts: ``path`` (or its ``split`` subfolder, e.g. ``validation/``) holds a ``metadata.jsonl`` whose
+    ``file_name`` / ``annotation_file_name`` keys name each pair (the `datasets` imagefolder convention that
+    `fgaseg synthetic` writes), or an image folder (``images/``, ``JPEGImages/``, ...) and a label folder
+    (``annotations/``, ``labels/``, ``masks/``, ``SegmentationClass/``) paired by file stem. The class list is
+    `class_names_file` (a JSON list, an id -> name JSON object, or a text file with one name per line), else a
+    ``class_names.json`` / ``classes.json`` / ``id2label.json`` / ``classes.txt`` in the split folder or above it.
+    """
+    import datasets
+
+    root = Path(path)
+    if not root.is_dir():
+        raise ValueError(f"--data {root}: no such folder")
+    folder = _split_folder(root, split)
+    if class_names_file is None:
+        for place in (folder, root, folder.parent):
+            found = [place / n for n in CLASS_FILE_NAMES if (place / n).is_file()]
+            if found:
+                class_names_file = found[0]
+                break
+        else:
+            raise ValueError(
+                f"--data {root}: no class list; pass --classes FILE (a JSON list or one name per line) or put a "
+                "class_names.json beside the split folders"
+            )
+    names = _read_class_names(class_names_file)
+    pairs: list[tuple[str, Path, Path]] = []
+    metadata = folder / "metadata.jsonl"
+    if metadata.is_file():
+        for number, line in enumerate(metadata.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                image, label = folder / record["file_name"], folder / record["annotation_file_name"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ValueError(
+                    f"{metadata}: line {number} needs file_name and annotation_file_name entries"
+                ) from None
+            pairs.append((Path(record["file_name"]).stem, image, label))
+    else:
+        image_dir = next((folder / n for n in IMAGE_FOLDER_NAMES if (folder / n).is_dir()), None)
+        label_dir = next((folder / n for n in LABEL_FOLDER_NAMES if (folder / n).is_dir()), None)
+        if image_dir is None or label_dir is None:
+            raise ValueError(
+                f"--data {folder}: expected a metadata.jsonl or an image folder ({', '.join(IMAGE_FOLDER_NAMES)}) "
+                f"and a label folder ({', '.join(LABEL_FOLDER_NAMES)})"
+            )
+        images = {p.stem: p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+        labels = {p.stem: p for p in sorted(label_dir.iterdir()) if p.suffix.lower() in LABEL_SUFFIXES}
+        unpaired = sorted(set(labels) - set(images))
+        if unpaired:
+            raise ValueError(f"--data {folder}: label {unpaired[0]!r} in {label_dir} has no image in {image_dir}")
+        pairs = [(stem, images[stem], labels[stem]) for stem in sorted(labels)]
+    for _, image, label in pairs:
+        for kind, file in (("image", image), ("label map", label)):
+            if not file.is_file():
+                raise ValueError(f"--data {folder}: {kind} {file} does not exist")
+    features = datasets.Features(
+        {"id": datasets.Value("string"), "image": datasets.Image(), "annotation": datasets.Image()}
+    )
+    dataset = datasets.Dataset.from_dict(
+        {"id": [p[0] for p in pairs], "image": [str(p[1]) for p in pairs], "annotation": [str(p[2]) for p in pairs]},
+        features=features,
+    )
     return dataset, names

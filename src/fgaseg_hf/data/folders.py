@@ -15,7 +15,14 @@ def load_split_folder(split_dir: str | os.PathLike, cache_dir: str | os.PathLike
     if not (split_dir / "metadata.jsonl").read_text().strip():  # imagefolder cannot load an empty split
         features = datasets.Features({"image": datasets.Image(), "annotation": datasets.Image()})
         return datasets.Dataset.from_dict({"image": [], "annotation": []}, features=features)
-    # Each split folder is its own imagefolder, whose single split is named "train".
-    return datasets.load_dataset(
-        "imagefolder", data_dir=str(split_dir), split="train", cache_dir=None if cache_dir is None else str(cache_dir)
-    )
+    # Each split folder is its own imagefolder, whose single split is named "train". Its progress bars would say
+    # "Downloading data: N files" about a local folder: hidden while it loads.
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        return datasets.load_dataset(
+            "imagefolder", data_dir=str(split_dir), split="train", cache_dir=None if cache_dir is None else str(cache_dir)
+        )
+    finally:
+        if shown:
+            datasets.enable_progress_bars()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -268,6 +269,25 @@ def generate_scene(rng: np.random.Generator, size: tuple[int, int] = (128, 128))
     return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8)), label
 
 
+def _safe_io():
+    """`fgaseg_hf.safe_io`; loaded from its file when this module runs alone (scripts/make_synthetic_scenes.py
+    skips the package import, which pulls in torch)."""
+    if __package__:
+        from .. import safe_io
+
+        return safe_io
+    import importlib.util
+    import sys
+
+    module = sys.modules.get("_fgaseg_safe_io")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("_fgaseg_safe_io", Path(__file__).resolve().parents[1] / "safe_io.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["_fgaseg_safe_io"] = module
+        spec.loader.exec_module(module)
+    return module
+
+
 def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """The random stream of scene ``index`` of ``split`` ("train" or "validation") for generator ``seed``."""
     return np.random.default_rng(np.random.SeedSequence([seed, SPLITS[split], index]))
@@ -275,22 +295,29 @@ def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 def write_synthetic_dataset(
     output_dir: PathLike, num_train: int = 3000, num_validation: int = 300, size: tuple[int, int] = (128, 128),
-    seed: int = 0, progress: bool = True,
+    seed: int = 0, progress: bool = True, overwrite: bool = False,
 ) -> Path:
     """Write ``train/`` and ``validation/`` image folders (images, label-map PNGs, ``metadata.jsonl``), plus
     ``class_names.json`` and a ``README.md`` card, to ``output_dir``; returns its path.
 
-    Same arguments give byte-identical files. PNGs left from an earlier, larger run are removed.
+    Same arguments give byte-identical files. A folder that is not empty is refused (`OutputFolderError`) unless
+    ``overwrite``; then the files an earlier run wrote there (its manifest) are removed first, and every other
+    file is kept.
     """
     from tqdm.auto import tqdm
 
     root = Path(output_dir)
+    folder = _safe_io().OutputFolder(root, overwrite).prepare()
+    names = [f"{i:05d}.png" for i in range(max(num_train, num_validation))]
+    folder.claim(
+        [f"{split}/{sub}/{name}" for split, count in (("train", num_train), ("validation", num_validation))
+         for sub in ("images", "annotations") for name in names[:count]]
+        + [f"{split}/metadata.jsonl" for split in SPLITS] + ["class_names.json", "README.md"]
+    )
     for split, count in (("train", num_train), ("validation", num_validation)):
         split_dir = root / split
         for sub in ("images", "annotations"):
             (split_dir / sub).mkdir(parents=True, exist_ok=True)
-            for stale in (split_dir / sub).glob("*.png"):
-                stale.unlink()
         lines = []
         for i in tqdm(range(count), desc=f"synthetic {split}", disable=not progress):
             image, label = generate_scene(scene_rng(seed, split, i), size)
@@ -328,17 +355,28 @@ def load_synthetic_dataset(path: PathLike, cache_dir: PathLike | None = None) ->
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: write a synthetic-scenes dataset folder."""
-    parser = argparse.ArgumentParser(description="Write a procedural outdoor-scenes segmentation dataset.")
-    parser.add_argument("--output", required=True, help="folder to write (train/, validation/, class_names.json)")
-    parser.add_argument("--train", type=int, default=3000, help="number of training scenes")
+    parser = argparse.ArgumentParser(prog="fgaseg synthetic", description="Write a procedural outdoor-scenes segmentation dataset.")
+    # The defaults are the demo model's recipe: configs/train/synthetic_demo.yaml reads this folder (data.path).
+    parser.add_argument("--output", default="outputs/synthetic_scenes",
+                        help="folder to write (train/, validation/, class_names.json; default: %(default)s)")
+    parser.add_argument("--train", type=int, default=4000, help="number of training scenes (default: %(default)s)")
     parser.add_argument("--validation", type=int, default=300, help="number of validation scenes")
     parser.add_argument("--size", type=int, nargs="+", default=[128], help="SIZE or HEIGHT WIDTH in pixels")
     parser.add_argument("--seed", type=int, default=0, help="generator seed")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty folder, replacing what an earlier run wrote (other files are kept)")
     args = parser.parse_args(argv)
     if len(args.size) > 2:
         parser.error("--size takes one or two integers")
+    if min(args.size) < 1 or min(args.train, args.validation) < 0:
+        parser.error("--size must be positive and --train / --validation non-negative")
     size = (args.size[0], args.size[-1])
-    root = write_synthetic_dataset(args.output, args.train, args.validation, size, args.seed, not args.no_progress)
+    try:
+        root = write_synthetic_dataset(args.output, args.train, args.validation, size, args.seed, not args.no_progress,
+                                       overwrite=args.overwrite)
+    except (_safe_io().OutputFolderError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"wrote {args.train} train and {args.validation} validation scenes to {root}")
     return 0

@@ -1,20 +1,20 @@
-"""Streaming mean IoU: a confusion matrix that reproduces the `evaluate` "mean_iou" metric exactly.
+"""Streaming mean IoU: counts that reproduce the `evaluate` "mean_iou" metric exactly, and Trainer hooks.
 
 The standard metric (``evaluate.load("mean_iou")``) keeps every predicted and reference map until ``compute``
-and then builds per-image ``np.histogram``s. Those histograms add up, so one ``num_labels x num_labels`` count
-matrix filled with ``torch.bincount`` holds everything needed, whatever the number of images, and it can be
-summed across processes.
+and then builds per-image ``np.histogram``s. Those histograms add up, and every rule they apply depends only on a
+pixel's own (reference, prediction) values, so `PairCounts` (pixels per distinct value pair) holds everything
+needed, whatever the number of images, and it can be summed across processes.
 
 Semantics copied from the standard metric, corner cases included:
 
-* ``label_map`` (old id -> new id, every lookup on the original ids) and then ``reduce_labels``
+* ``label_map`` (applied entry after entry, as the standard metric does) and then ``reduce_labels``
   (0 -> 255, every other id - 1, 255 stays 255) change the references only;
 * pixels whose (mapped) reference equals ``ignore_index`` are dropped;
 * its histograms use ``bins=num_labels, range=(0, num_labels - 1)``, which counts exactly the integer ids in
   ``[0, num_labels)`` and silently drops anything else. So a prediction outside that range is in no prediction
   or intersection bin while its pixel still counts in its reference's area, and a reference outside that range
   (other than ``ignore_index``) is in no reference bin while its pixel's prediction still counts in the
-  prediction area. Two extra count vectors (`reference_only`, `prediction_only`) keep those pixels.
+  prediction area (`reference_only`, `prediction_only`).
 
 Besides `ConfusionMatrix` this module offers the two hooks for transformers' ``Trainer`` with
 ``batch_eval_metrics=True``: `argmax_logits_for_metrics` (``preprocess_logits_for_metrics``) and
@@ -24,68 +24,36 @@ Besides `ConfusionMatrix` this module offers the two hooks for transformers' ``T
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-SegmentationMaps = torch.Tensor | np.ndarray | Sequence[Any]
+from .pair_counts import PairCounts, SegmentationMaps
 
 __all__ = ["ConfusionMatrix", "argmax_logits_for_metrics", "streaming_metrics_for_trainer"]
 
 
-def _as_long_tensor(value: Any, device: torch.device | None = None) -> torch.Tensor:
-    """A tensor/array/nested list of class ids as an int64 tensor (on `device` when given)."""
-    if isinstance(value, torch.Tensor):
-        tensor = value
-    else:
-        array = np.asarray(value)
-        if array.dtype.kind in "ub" or (array.dtype.kind == "i" and array.dtype != np.int64):
-            # torch lacks most unsigned types; int64 holds every id the standard metric can see.
-            array = array.astype(np.int64)
-        tensor = torch.as_tensor(array)
-    if tensor.is_floating_point():
-        if not torch.equal(tensor, torch.round(tensor)):
-            raise ValueError("segmentation maps must hold integer class ids, got non-integral floating values")
-    elif tensor.is_complex():
-        raise TypeError("segmentation maps must hold integer class ids, got a complex tensor")
-    return tensor.to(device=device if device is not None else tensor.device, dtype=torch.long)
-
-
-def _iter_map_batches(predictions: SegmentationMaps, references: SegmentationMaps) -> Iterator[tuple[Any, Any]]:
-    """Yield (prediction, reference) pairs of equally shaped chunks: one (H, W) map or a (B, H, W) stack."""
-    if isinstance(predictions, (torch.Tensor, np.ndarray)):
-        yield predictions, references
-        return
-    if not isinstance(predictions, (list, tuple)):
-        raise TypeError(f"predictions must be a tensor, an array or a list of maps, got {type(predictions)}")
-    if not isinstance(references, (list, tuple, torch.Tensor, np.ndarray)) or len(predictions) != len(references):
-        raise ValueError("predictions and references must hold the same number of maps")
-    if len(predictions) == 0:
-        return
-    first = predictions[0]
-    if not isinstance(first, (torch.Tensor, np.ndarray)) and np.ndim(first) == 1:
-        # A nested Python list of rows: a single (H, W) map, not a list of maps.
-        yield predictions, references
-        return
-    yield from zip(predictions, references)
-
-
 class ConfusionMatrix:
     """Pixel confusion counts over ``num_labels`` classes, from which the standard mean IoU metrics follow.
+
+    The maps' raw value pairs are counted (`PairCounts`); the settings below turn them into class counts when a
+    result is read, so reading is exact for any ids the maps hold.
 
     Args:
         num_labels: number of classes ``K``.
         ignore_index: reference id whose pixels are dropped (``None``: none is dropped).
         reduce_labels: reference 0 becomes ``ignore``-like 255 and every other id is lowered by one, as in the
             standard metric (255 stays 255).
-        device: where the counts live; ``None`` adopts the device of the first predictions.
+        device: where the maps are counted; ``None``: where the predictions are (CUDA maps are counted on their
+            GPU). The counts themselves are small and live on the host.
         label_map: optional ``{old_id: new_id}`` applied to the references before ``reduce_labels``.
 
     Attributes:
-        matrix: ``(K, K)`` int64, ``matrix[r, p]`` = pixels with reference ``r`` predicted ``p``.
+        counts: the raw `PairCounts`.
+        matrix: ``(K, K)`` int64 tensor, ``matrix[r, p]`` = pixels with reference ``r`` predicted ``p``.
         reference_only: ``(K,)`` int64, pixels with reference ``r`` whose prediction is outside ``[0, K)``.
         prediction_only: ``(K,)`` int64, pixels predicted ``p`` whose (kept) reference is outside ``[0, K)``.
     """
@@ -104,15 +72,14 @@ class ConfusionMatrix:
         self.ignore_index = None if ignore_index is None else int(ignore_index)
         self.reduce_labels = bool(reduce_labels)
         self.label_map = None if label_map is None else {int(k): int(v) for k, v in label_map.items()}
-        self._device_fixed = device is not None
-        device = torch.device(device) if device is not None else torch.device("cpu")
-        self.matrix = torch.zeros(self.num_labels, self.num_labels, dtype=torch.long, device=device)
-        self.reference_only = torch.zeros(self.num_labels, dtype=torch.long, device=device)
-        self.prediction_only = torch.zeros(self.num_labels, dtype=torch.long, device=device)
+        self._device = None if device is None else torch.device(device)
+        self.counts = PairCounts()
+        self._cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @property
     def device(self) -> torch.device:
-        return self.matrix.device
+        """Where maps are counted when they come as CPU data (``cpu`` unless a device was given)."""
+        return self._device or torch.device("cpu")
 
     def settings(self) -> dict[str, Any]:
         """The options that decide what is counted; two matrices can only be merged when these agree."""
@@ -123,61 +90,37 @@ class ConfusionMatrix:
             "label_map": self.label_map,
         }
 
-    def _to(self, device: torch.device) -> None:
-        self.matrix = self.matrix.to(device)
-        self.reference_only = self.reference_only.to(device)
-        self.prediction_only = self.prediction_only.to(device)
+    def _class_counts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self._cache is None:
+            arrays = self.counts.class_counts(self.num_labels, self.ignore_index, self.reduce_labels, self.label_map)
+            self._cache = tuple(torch.from_numpy(a) for a in arrays)
+        return self._cache
 
-    def _map_references(self, references: torch.Tensor) -> torch.Tensor:
-        """Apply `label_map`, then `reduce_labels`, to an int64 reference tensor of any shape."""
-        if self.label_map:
-            original = references
-            references = references.clone()
-            for old_id, new_id in self.label_map.items():
-                references[original == old_id] = new_id
-        if self.reduce_labels:
-            references = torch.where(references == 0, 255, references) - 1
-            references = torch.where(references == 254, 255, references)
-        return references
+    @property
+    def matrix(self) -> torch.Tensor:
+        return self._class_counts()[0]
 
-    @torch.no_grad()
+    @property
+    def reference_only(self) -> torch.Tensor:
+        return self._class_counts()[1]
+
+    @property
+    def prediction_only(self) -> torch.Tensor:
+        return self._class_counts()[2]
+
     def update(self, predictions: SegmentationMaps, references: SegmentationMaps) -> ConfusionMatrix:
         """Count the pixels of some maps; the maps themselves are not kept.
 
         Args:
             predictions: class ids, a tensor/array ``(H, W)`` or ``(B, H, W)``, or a list of ``(H_i, W_i)`` maps
                 (tensors, arrays or nested lists) whose sizes may differ.
-            references: the matching reference ids, in the same layout and shapes. They are moved to the
-                predictions' device, where the counting happens.
+            references: the matching reference ids, in the same layout and shapes.
 
         Returns:
             ``self``.
         """
-        K = self.num_labels
-        for prediction, reference in _iter_map_batches(predictions, references):
-            prediction = _as_long_tensor(prediction)
-            reference = _as_long_tensor(reference, device=prediction.device)
-            if prediction.shape != reference.shape:
-                raise ValueError(
-                    f"prediction and reference shapes differ: {tuple(prediction.shape)} vs {tuple(reference.shape)}"
-                )
-            reference = self._map_references(reference)
-            if self.ignore_index is not None:
-                keep = reference != self.ignore_index
-                prediction, reference = prediction[keep], reference[keep]
-            else:
-                prediction, reference = prediction.reshape(-1), reference.reshape(-1)
-            # Index K collects ids outside [0, K), which the standard histograms drop, in a (K+1) x (K+1) count.
-            reference = torch.where((reference >= 0) & (reference < K), reference, K)
-            prediction = torch.where((prediction >= 0) & (prediction < K), prediction, K)
-            counts = torch.bincount(reference * (K + 1) + prediction, minlength=(K + 1) ** 2).view(K + 1, K + 1)
-            if not self._device_fixed:
-                self._to(counts.device)
-                self._device_fixed = True
-            counts = counts.to(self.device)
-            self.matrix += counts[:K, :K]
-            self.reference_only += counts[:K, K]
-            self.prediction_only += counts[K, :K]
+        self.counts.update(predictions, references, device=self._device)
+        self._cache = None
         return self
 
     def _check_compatible(self, other: ConfusionMatrix) -> None:
@@ -189,9 +132,8 @@ class ConfusionMatrix:
     def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
         """Add the counts of `other` (same settings) to this one, in place; returns ``self``."""
         self._check_compatible(other)
-        self.matrix += other.matrix.to(self.device)
-        self.reference_only += other.reference_only.to(self.device)
-        self.prediction_only += other.prediction_only.to(self.device)
+        self.counts.merge(other.counts)
+        self._cache = None
         return self
 
     def __iadd__(self, other: ConfusionMatrix) -> ConfusionMatrix:
@@ -200,28 +142,16 @@ class ConfusionMatrix:
     def all_reduce(self, group: Any | None = None) -> ConfusionMatrix:
         """Sum the counts over all processes with ``torch.distributed`` (no-op when it is not initialised).
 
-        Every process of `group` must call it. With the NCCL backend the counts travel through the current CUDA
-        device and come back to where they were.
+        Every process of `group` must call it; each then holds the total.
         """
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            return self
-        K = self.num_labels
-        packed = torch.cat([self.matrix.reshape(-1), self.reference_only, self.prediction_only])
-        home = packed.device
-        if torch.distributed.get_backend(group) == "nccl" and home.type != "cuda":
-            packed = packed.to(torch.device("cuda", torch.cuda.current_device()))
-        torch.distributed.all_reduce(packed, op=torch.distributed.ReduceOp.SUM, group=group)
-        packed = packed.to(home)
-        self.matrix = packed[: K * K].view(K, K).clone()
-        self.reference_only = packed[K * K : K * K + K].clone()
-        self.prediction_only = packed[K * K + K :].clone()
+        self.counts.all_reduce(group)
+        self._cache = None
         return self
 
     def reset(self) -> None:
         """Zero every count."""
-        self.matrix.zero_()
-        self.reference_only.zero_()
-        self.prediction_only.zero_()
+        self.counts.reset()
+        self._cache = None
 
     def areas(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The standard metric's totals, each a float64 array of shape ``(K,)``.
@@ -229,10 +159,10 @@ class ConfusionMatrix:
         Returns:
             ``(area_intersect, area_union, area_pred_label, area_label)``.
         """
-        matrix = self.matrix.cpu().numpy()
+        matrix, reference_only, prediction_only = (t.numpy() for t in self._class_counts())
         area_intersect = np.diag(matrix).astype(np.float64)
-        area_pred_label = (matrix.sum(axis=0) + self.prediction_only.cpu().numpy()).astype(np.float64)
-        area_label = (matrix.sum(axis=1) + self.reference_only.cpu().numpy()).astype(np.float64)
+        area_pred_label = (matrix.sum(axis=0) + prediction_only).astype(np.float64)
+        area_label = (matrix.sum(axis=1) + reference_only).astype(np.float64)
         area_union = area_pred_label + area_label - area_intersect
         return area_intersect, area_union, area_pred_label, area_label
 
@@ -301,13 +231,8 @@ class ConfusionMatrix:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """The counts (CPU tensors) and settings, to resume an evaluation with `load_state_dict`."""
-        return {
-            **self.settings(),
-            "matrix": self.matrix.cpu().clone(),
-            "reference_only": self.reference_only.cpu().clone(),
-            "prediction_only": self.prediction_only.cpu().clone(),
-        }
+        """The raw counts (CPU int64 tensors) and settings, to resume an evaluation with `load_state_dict`."""
+        return {**self.settings(), **self.counts.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Replace the counts by those of `state` (from `state_dict`); its settings must match."""
@@ -316,10 +241,8 @@ class ConfusionMatrix:
             saved["label_map"] = {int(k): int(v) for k, v in saved["label_map"].items()}
         if saved != self.settings():
             raise ValueError(f"state settings {saved} do not match {self.settings()}")
-        K = self.num_labels
-        self.matrix = torch.as_tensor(state["matrix"], dtype=torch.long).reshape(K, K).to(self.device).clone()
-        self.reference_only = torch.as_tensor(state["reference_only"], dtype=torch.long).reshape(K).to(self.device)
-        self.prediction_only = torch.as_tensor(state["prediction_only"], dtype=torch.long).reshape(K).to(self.device)
+        self.counts = PairCounts.from_state_dict(state)
+        self._cache = None
 
     def __repr__(self) -> str:
         return (

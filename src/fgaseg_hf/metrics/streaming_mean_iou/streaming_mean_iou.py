@@ -1,27 +1,20 @@
-"""Streaming mean IoU: the `evaluate` "mean_iou" metric with constant memory.
+"""Streaming mean IoU: the `evaluate` "mean_iou" metric with constant memory, as a drop-in.
 
 Results are identical to ``evaluate.load("mean_iou")`` (same keys, value types, nan handling, ``label_map``,
-``reduce_labels`` and out-of-range corner cases), but ``add_batch``/``add`` only update a
-``num_labels x num_labels`` confusion matrix held by the metric object: no map is written to evaluate's
-arrow cache, whatever the number of images.
+``reduce_labels`` and out-of-range corner cases), but ``add_batch``/``add`` only count the pixels of each distinct
+(reference value, prediction value) pair: no map is written to evaluate's arrow cache, whatever the number of
+images. Since every setting applies to those raw pairs exactly, the settings may come at any point::
 
-Counting needs ``num_labels``, ``ignore_index``, ``reduce_labels`` and ``label_map`` before the first map is
-seen. Give them either to ``evaluate.load`` (``evaluate.load`` forwards unknown keyword arguments to the
-metric's ``__init__``) or to the first ``add_batch``/``add``/``compute`` call::
-
-    metric = evaluate.load("path/to/streaming_mean_iou", num_labels=150, ignore_index=255, reduce_labels=True)
+    metric = evaluate.load("path/to/streaming_mean_iou")
     for predictions, references in batches:          # (B, H, W) tensors/arrays or lists of (H, W) maps
         metric.add_batch(predictions=predictions, references=references)
-    results = metric.compute()                        # num_labels/ignore_index may be repeated; they must agree
+    results = metric.compute(num_labels=150, ignore_index=255, reduce_labels=True)
 
-    # or, as with the standard metric, everything at once:
-    metric.compute(predictions=maps, references=gts, num_labels=150, ignore_index=255)
-
-``ignore_index`` defaults to 255 when given nowhere. Settings repeated to a later call must match those the
-counts were made with (a ``ValueError`` otherwise); after ``compute`` the counts are cleared and the next
-call may choose new settings (the ``evaluate.load`` ones remain the defaults). With ``num_process > 1``, every
-process calls ``compute``; the counts are summed with ``torch.distributed`` (which must be initialised) and
-process 0 gets the result, the others ``None``.
+``num_labels``, ``ignore_index``, ``reduce_labels``, ``label_map`` and ``nan_to_num`` given to ``evaluate.load``
+are defaults; given to an ``add_batch``/``add`` they are the defaults of the current round (repeated ones must
+agree); given to ``compute`` they win. ``ignore_index`` defaults to 255 when given nowhere. After ``compute`` the
+counts are cleared. With ``num_process > 1``, every process calls ``compute``; the counts are summed with
+``torch.distributed`` (which must be initialised) and process 0 gets the result, the others ``None``.
 """
 
 from typing import Any
@@ -31,6 +24,7 @@ import evaluate
 import torch
 
 from fgaseg_hf.metrics.mean_iou import ConfusionMatrix
+from fgaseg_hf.metrics.pair_counts import PairCounts
 
 _DESCRIPTION = """
 IoU is the area of overlap between the predicted segmentation and the reference divided by the area of their
@@ -89,6 +83,8 @@ def _normalise(name: str, value: Any) -> Any:
         return {int(k): int(v) for k, v in value.items()}
     if name == "reduce_labels":
         return bool(value)
+    if name == "nan_to_num":
+        return float(value)
     return int(value)
 
 
@@ -103,17 +99,21 @@ class StreamingMeanIoU(evaluate.Metric):
         ignore_index: Any = _UNSET,
         reduce_labels: Any = _UNSET,
         label_map: Any = _UNSET,
+        nan_to_num: Any = _UNSET,
         device: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        given = {"ignore_index": ignore_index, "reduce_labels": reduce_labels, "label_map": label_map}
-        # Only what was given: unset options fall back to later calls, then to ConfusionMatrix's defaults.
-        self._default_settings = {name: value for name, value in given.items() if value is not _UNSET}
-        if num_labels is not None:
-            self._default_settings["num_labels"] = num_labels
+        given = {"num_labels": num_labels, "ignore_index": ignore_index, "reduce_labels": reduce_labels,
+                 "label_map": label_map, "nan_to_num": nan_to_num}
+        # Only what was given: unset options fall back to later calls, then to the standard metric's defaults.
+        self._default_settings = {
+            name: value for name, value in given.items()
+            if value is not _UNSET and not (name == "num_labels" and value is None)
+        }
         self._device = device
-        self._confusion: ConfusionMatrix | None = None
+        self._counts: PairCounts | None = None
+        self._round_settings: dict[str, Any] = {}
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
@@ -133,42 +133,45 @@ class StreamingMeanIoU(evaluate.Metric):
         )
 
     @property
-    def confusion(self) -> ConfusionMatrix | None:
-        """The counts accumulated since the last `compute` (``None`` before the first map)."""
-        return self._confusion
+    def counts(self) -> PairCounts | None:
+        """The raw pair counts accumulated since the last `compute` (``None`` before the first map)."""
+        return self._counts
 
-    def _confusion_for(self, settings: dict[str, Any]) -> ConfusionMatrix:
-        """The current confusion matrix, created from `settings` (over the load-time ones) when there is none."""
-        if self._confusion is None:
-            resolved = {**self._default_settings, **settings}
-            if resolved.get("num_labels") is None:
+    def _remember(self, settings: dict[str, Any]) -> None:
+        """Settings given with an add: defaults for this round's `compute`; repeated ones must agree."""
+        for name, value in settings.items():
+            earlier = self._round_settings.get(name, value)
+            if _normalise(name, value) != _normalise(name, earlier):
                 raise ValueError(
-                    "streaming_mean_iou needs num_labels before the first map: pass it to evaluate.load(..., "
-                    "num_labels=...) or to the first add_batch/add/compute call"
+                    f"{name}={value!r} differs from {self._round_settings[name]!r}, given with an earlier add of this "
+                    "round; give it once, or to compute"
                 )
-            self._confusion = ConfusionMatrix(
-                resolved["num_labels"],
-                ignore_index=resolved.get("ignore_index", 255),
-                reduce_labels=resolved.get("reduce_labels") or False,
-                device=self._device,
-                label_map=resolved.get("label_map"),
+            self._round_settings[name] = value
+
+    def _confusion(self, settings: dict[str, Any]) -> ConfusionMatrix:
+        resolved = {**self._default_settings, **self._round_settings, **settings}
+        if resolved.get("num_labels") is None:
+            raise ValueError(
+                "streaming_mean_iou needs num_labels: pass it to compute(..., num_labels=...), to evaluate.load or "
+                "to an add_batch/add call"
             )
-        else:
-            current = self._confusion.settings()
-            for name, value in settings.items():
-                if _normalise(name, value) != current[name]:
-                    raise ValueError(
-                        f"{name}={value!r} differs from {current[name]!r}, with which the maps added so far were "
-                        "counted; give the settings to evaluate.load or the first add_batch call"
-                    )
-        return self._confusion
+        confusion = ConfusionMatrix(
+            resolved["num_labels"],
+            ignore_index=resolved.get("ignore_index", 255),
+            reduce_labels=resolved.get("reduce_labels") or False,
+            label_map=resolved.get("label_map"),
+        )
+        confusion.counts = self._counts if self._counts is not None else PairCounts()
+        return confusion
 
     @staticmethod
     def _split_settings(kwargs: dict[str, Any]) -> dict[str, Any]:
         """Take the counting settings out of `kwargs`; anything else left is an error."""
-        settings = {name: kwargs.pop(name) for name in _SETTINGS if name in kwargs}
+        settings = {name: kwargs.pop(name) for name in (*_SETTINGS, "nan_to_num") if name in kwargs}
         if kwargs:
-            raise ValueError(f"unexpected arguments {sorted(kwargs)}; expected some of {list(_SETTINGS)}")
+            raise ValueError(
+                f"unexpected arguments {sorted(kwargs)}; expected some of {[*_SETTINGS, 'nan_to_num']}"
+            )
         return settings
 
     def add_batch(self, *, predictions=None, references=None, **kwargs) -> None:
@@ -177,12 +180,16 @@ class StreamingMeanIoU(evaluate.Metric):
         Args:
             predictions: class ids, a ``(B, H, W)`` tensor/array or a list of ``(H, W)`` maps.
             references: the matching reference ids, same layout.
-            **kwargs: ``num_labels``, ``ignore_index``, ``reduce_labels``, ``label_map`` (see the module docstring).
+            **kwargs: ``num_labels``, ``ignore_index``, ``reduce_labels``, ``label_map``, ``nan_to_num``: defaults
+                for this round's `compute` (see the module docstring).
         """
         settings = self._split_settings(dict(kwargs))
         if predictions is None or references is None:
             raise ValueError("add_batch needs both predictions and references")
-        self._confusion_for(settings).update(predictions, references)
+        counts = self._counts if self._counts is not None else PairCounts()
+        counts.update(predictions, references, device=self._device)
+        self._remember(settings)
+        self._counts = counts
 
     def add(self, *, prediction=None, reference=None, **kwargs) -> None:
         """Count one predicted map and its reference, each ``(H, W)``, into the confusion matrix.
@@ -190,7 +197,7 @@ class StreamingMeanIoU(evaluate.Metric):
         Args:
             prediction: ``(H, W)`` class ids.
             reference: ``(H, W)`` reference ids.
-            **kwargs: ``num_labels``, ``ignore_index``, ``reduce_labels``, ``label_map``.
+            **kwargs: ``num_labels``, ``ignore_index``, ``reduce_labels``, ``label_map``, ``nan_to_num``.
         """
         if prediction is None or reference is None:
             raise ValueError("add needs both prediction and reference")
@@ -201,23 +208,23 @@ class StreamingMeanIoU(evaluate.Metric):
 
         Args:
             predictions, references: optional last maps, as for `add_batch`.
-            **kwargs: ``num_labels``, ``ignore_index``, ``reduce_labels``, ``label_map``, ``nan_to_num``.
+            **kwargs: ``num_labels``, ``ignore_index``, ``reduce_labels``, ``label_map``, ``nan_to_num``; they
+                override those given to ``evaluate.load`` or with an add.
 
         Returns:
             The standard mean_iou result dict (``None`` on processes other than 0 when ``num_process > 1``).
             The counts are cleared afterwards.
         """
-        kwargs = dict(kwargs)
-        nan_to_num = kwargs.pop("nan_to_num", None)
-        settings = self._split_settings(kwargs)
+        settings = self._split_settings(dict(kwargs))
         if (predictions is None) != (references is None):
             raise ValueError("compute needs both predictions and references, or neither")
         if predictions is not None:
-            self.add_batch(predictions=predictions, references=references, **settings)
-        elif self._confusion is None:
+            self.add_batch(predictions=predictions, references=references)
+        elif self._counts is None:
             raise ValueError("nothing to compute: no map was added since the last compute")
-        confusion = self._confusion_for(settings)
-        self._confusion = None
+        confusion = self._confusion(settings)
+        nan_to_num = {**self._default_settings, **self._round_settings, **settings}.get("nan_to_num")
+        self._counts, self._round_settings = None, {}
         if self.num_process > 1:
             if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
                 raise RuntimeError("num_process > 1 needs an initialised torch.distributed process group")
