@@ -81,16 +81,16 @@ def check_benchmark_preset(preset: str) -> None:
     `ValueError` / `OSError` before any case runs."""
     if preset in TINY_PRESETS:
         return
-    from .validation import check_preset
-
     try:
         family = model_family(preset)
+        if family == "fgaseg":  # a packaged name or a JSON path
+            from .configuration_fgaseg import FGASegConfig, preset_values
+
+            FGASegConfig(**preset_values(preset))
+        else:
+            _model_classes(family)[0].from_preset(preset)
     except json.JSONDecodeError as error:
         raise ValueError(f"not valid JSON ({error})") from None
-    if family in ("catseg", "fcclip"):
-        _model_classes(family)[0].from_preset(preset)
-    else:
-        check_preset(preset)
 
 
 def _model_classes(family: str):

@@ -120,24 +120,3 @@ def check_sub_config_dict(owner: str, values) -> None:
         check_divides(owner, "hidden_size", values["hidden_size"], "num_attention_heads", values["num_attention_heads"])
     for key in ("text_config", "vision_config"):
         check_sub_config_dict(f"{owner}.{key}", values.get(key))
-
-
-def check_preset(name: str) -> None:
-    """Build the config of a model preset (a name from `configs/` or a JSON path; FGA-Seg or ITA) so that a missing
-    file, bad JSON or an impossible size is one `ValueError` before any work starts."""
-    import json
-
-    from .configuration_ita import ITAConfig, available_ita_presets
-
-    if name in ("tiny", "tiny_ita"):
-        return
-    if name in available_ita_presets():
-        ITAConfig.from_preset(name)
-        return
-    from .configuration_fgaseg import FGASegConfig, preset_values
-
-    try:
-        values = preset_values(name)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"not valid JSON ({error})") from None
-    FGASegConfig(**values)
