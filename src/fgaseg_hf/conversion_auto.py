@@ -151,6 +151,12 @@ def download_published(name: str) -> tuple[str, dict]:
     any download failure) a `ConversionError` says what to download and from where."""
     repo_id, repo_type, filename, cfg = published_source(name)
     url = f"https://huggingface.co/spaces/{repo_id}/blob/main/{filename}"
+    import logging
+
+    # huggingface_hub logs each failed request as a warning; the one line below says all of it.
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
     try:
         from huggingface_hub import hf_hub_download
 
@@ -162,6 +168,8 @@ def download_published(name: str) -> tuple[str, dict]:
             f"and run: fgaseg convert --checkpoint {filename} --config <CAT-Seg's configs/"
             f"{'vitb_384' if 'base' in filename else 'vitl_336'}.yaml> --output <folder>"
         ) from None
+    finally:
+        hub_logger.setLevel(level)
     return path, cfg
 
 
