@@ -156,7 +156,8 @@ def test_whole_image_protocol_and_voc20b_folding(model_folder, tmp_path, capsys)
     with torch.no_grad():
         prediction = processor.post_process_semantic_segmentation(model(**inputs), target_sizes=[(30, 40)])[0]
     assert iou["background"] == pytest.approx(float((prediction >= 20).double().mean()), abs=1e-12)
-    assert report["protocol"]["name"] == "whole"
+    # FGA-Seg models always get the plain lists: the class-list choice is not part of their protocol.
+    assert report["protocol"]["name"] == "whole" and "class_names" not in report["protocol"]
 
 
 def test_metric_definitions_from_one_confusion_matrix():
@@ -190,6 +191,7 @@ def test_an_ita_model_is_evaluated_with_its_own_preprocessing(fake_ade150, tmp_p
     from test_modeling_ita import make_ita
 
     from fgaseg_hf import ITAModel, ITAProcessor
+    from fgaseg_hf.data.benchmarks import published_class_synonyms
 
     folder = tmp_path / "tiny-ita"
     model = make_ita(min_size_test=48, max_size_test=96)
@@ -201,7 +203,8 @@ def test_an_ita_model_is_evaluated_with_its_own_preprocessing(fake_ade150, tmp_p
     assert code == 0, capsys.readouterr().err
     report = json.loads(output.read_text())
     model, processor = ITAModel.from_pretrained(folder).eval(), ITAProcessor.from_pretrained(folder)
-    names = class_names("ade150")
+    # ITA-family models are prompted with FC-CLIP's published synonym lists by default.
+    names = [",".join(synonyms) for synonyms in published_class_synonyms("ade150")]
     confusion = ConfusionMatrix(150, ignore_index=255)
     spec = BENCHMARKS["ade150"]
     for label_path in sorted((fake_ade150 / spec.label_dirs["validation"]).glob("*.png")):
@@ -211,7 +214,7 @@ def test_an_ita_model_is_evaluated_with_its_own_preprocessing(fake_ade150, tmp_p
             outputs = model(**processor(images=image, text=names))
         confusion.update(processor.post_process_semantic_segmentation(outputs, target_sizes=[tuple(label.shape)])[0], label)
     assert report["results"]["ade150"]["mIoU"] == pytest.approx(confusion.compute_detectron2()["mean_iou"], abs=1e-12)
-    assert "sliding_window" not in report["protocol"]
+    assert "sliding_window" not in report["protocol"] and report["protocol"]["class_names"] == "published"
     card = tmp_path / "card.md"
     code = evaluate_main(["--model", str(folder), "--benchmarks", "ade150", "--root", str(fake_ade150), "--output",
                           str(tmp_path / "x.json"), "--card", str(card), "--no-progress", "--device", "cpu"])

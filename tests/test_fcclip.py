@@ -263,18 +263,40 @@ def test_segment_command_on_the_converted_folder(folder, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- fgaseg evaluate
-def test_evaluate_uses_the_models_own_protocol(folder, fake_ade150, tmp_path, capsys):  # noqa: F811
-    from fgaseg_hf.data.benchmarks import BENCHMARKS, class_names
+@pytest.mark.parametrize("class_lists", ["published", "plain"])
+def test_evaluate_uses_the_models_own_protocol(folder, fake_ade150, tmp_path, capsys, monkeypatch,  # noqa: F811
+                                               class_lists):
+    """Default: FC-CLIP's published synonym lists reach the text-input builder; `--class-names plain`: CAT-Seg's
+    one-name lists, as before."""
+    import fgaseg_hf.modeling_ita as modeling_ita
+    from fgaseg_hf.data.benchmarks import BENCHMARKS, class_names, published_class_synonyms
     from fgaseg_hf.evaluation import main as evaluate_main
     from fgaseg_hf.metrics import ConfusionMatrix
 
+    prompted = []
+    builder = modeling_ita.tokenize_ita_vocabulary
+
+    def spy(tokenizer, class_names, *args, **kwargs):
+        prompted.append(list(class_names))
+        return builder(tokenizer, class_names, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_ita, "tokenize_ita_vocabulary", spy)
     output = tmp_path / "fcclip.json"
+    option = [] if class_lists == "published" else ["--class-names", "plain"]
     code = evaluate_main(["--model", str(folder), "--benchmarks", "ade150", "--root", str(fake_ade150), "--output",
-                          str(output), "--batch-size", "2", "--no-progress", "--device", "cpu"])
+                          str(output), "--batch-size", "2", "--no-progress", "--device", "cpu", *option])
     assert code == 0, capsys.readouterr().err
     report = json.loads(output.read_text())
+    if class_lists == "published":
+        names = [",".join(synonyms) for synonyms in published_class_synonyms("ade150")]
+        assert names[0] == "wall,walls,brick wall,stone wall,interior wall"
+    else:
+        names = class_names("ade150")
+        assert names[0] == "wall"
+    assert prompted == [names]
+    assert report["protocol"]["class_names"] == class_lists
+    monkeypatch.undo()
     model, processor = load(folder)
-    names = class_names("ade150")
     confusion = ConfusionMatrix(150, ignore_index=255)
     spec = BENCHMARKS["ade150"]
     for label_path in sorted((fake_ade150 / spec.label_dirs["validation"]).glob("*.png")):
@@ -285,6 +307,62 @@ def test_evaluate_uses_the_models_own_protocol(folder, fake_ade150, tmp_path, ca
         confusion.update(processor.post_process_semantic_segmentation(outputs, target_sizes=[tuple(label.shape)])[0], label)
     assert report["results"]["ade150"]["mIoU"] == pytest.approx(confusion.compute_detectron2()["mean_iou"], abs=1e-12)
     assert "sliding_window" not in report["protocol"]
+
+
+def test_voc20b_prompts_background_as_one_published_class(folder, tmp_path, capsys, monkeypatch):
+    """FC-CLIP's VOC lists: 20 classes, then background (its class 0) last as label 20; the background IoU is the
+    fraction of pixels predicted as class 20 (with the plain list: 39 context names folded into it)."""
+    import fgaseg_hf.modeling_ita as modeling_ita
+    from fgaseg_hf.data.benchmarks import BENCHMARKS, class_names, published_class_synonyms
+    from fgaseg_hf.evaluation import main as evaluate_main
+
+    spec = BENCHMARKS["voc20b"]
+    image_path = tmp_path / spec.image_dirs["validation"] / "2007_000001.jpg"
+    label_path = tmp_path / spec.label_dirs["validation"] / "2007_000001.png"
+    image_path.parent.mkdir(parents=True)
+    label_path.parent.mkdir(parents=True)
+    IMAGE.save(image_path, format="PNG")  # lossless under the benchmark's .jpg name: the model sees IMAGE itself
+    Image.fromarray(np.full((IMAGE.height, IMAGE.width), 20, np.uint8)).save(label_path)  # all background
+    prompted = []
+    builder = modeling_ita.tokenize_ita_vocabulary
+
+    def spy(tokenizer, names, *args, **kwargs):
+        prompted.append(list(names))
+        return builder(tokenizer, names, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_ita, "tokenize_ita_vocabulary", spy)
+    output = tmp_path / "voc.json"
+    code = evaluate_main(["--model", str(folder), "--benchmarks", "voc20b", "--root", str(tmp_path), "--output",
+                          str(output), "--no-progress", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    names = [",".join(synonyms) for synonyms in published_class_synonyms("voc20b")]
+    assert prompted == [names] and len(names) == 21 and names[20].startswith("background,crops,bush")
+    iou = json.loads(output.read_text())["results"]["voc20b"]["per_class_iou"]
+    assert list(iou) == class_names("voc20b")[:20] + ["background"]
+    monkeypatch.undo()
+    model, processor = load(folder)
+    with torch.no_grad():
+        outputs = model(**processor(images=IMAGE, text=names))
+    prediction = processor.post_process_semantic_segmentation(outputs, target_sizes=[(IMAGE.height, IMAGE.width)])[0]
+    assert 0 < float((prediction == 20).double().mean()) < 1
+    assert iou["background"] == pytest.approx(float((prediction == 20).double().mean()), abs=1e-12)
+
+
+def test_resume_with_other_class_lists_is_refused(folder, fake_ade150, tmp_path, capsys):  # noqa: F811
+    from fgaseg_hf.evaluation import main as evaluate_main
+
+    def run(*args):
+        return evaluate_main(["--model", str(folder), "--benchmarks", "ade150", "--root", str(fake_ade150),
+                              "--output", str(tmp_path / "eval.json"), "--no-progress", "--device", "cpu",
+                              "--save-every", "1", *args])
+
+    assert run("--class-names", "plain", "--interrupt-after", "1") == 130
+    capsys.readouterr()
+    assert run("--resume") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "made with another class lists (plain, now published)" in err, err
+    assert run("--resume", "--class-names", "plain") == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "eval.json").read_text())["protocol"]["class_names"] == "plain"
 
 
 # ----------------------------------------------------------------------------- fgaseg train

@@ -12,7 +12,9 @@ Protocols:
   not comparable with published numbers.
 
 ITA models are evaluated with their own test-time pre-processing (shortest edge and size cap from their config, as
-the original's detectron2 mapper) in either protocol: ITA has no sliding window and no pooling setting.
+the original's detectron2 mapper) in either protocol: ITA has no sliding window and no pooling setting. ITA and
+FC-CLIP models prompt the prepared benchmarks with FC-CLIP's published synonym lists
+(`data/benchmark_classes/fcclip/`); `--class-names plain` gives them CAT-Seg's one-name lists instead.
 
 The reported mIoU follows detectron2's `SemSegEvaluator` (the published numbers): the mean over classes that have
 ground-truth pixels in the split. The `evaluate` library's definition (every class with a non-empty union) is
@@ -67,6 +69,10 @@ def has_sliding_window(image_processor) -> bool:
 
 
 PROTOCOLS = ("original", "whole")
+# "published": ITA-family models (FC-CLIP, ITA) prompt the benchmarks with FC-CLIP's synonym lists, as their papers
+# did; "plain": every model gets the one-name-per-class lists of CAT-Seg.
+CLASS_LISTS = ("published", "plain")
+PUBLISHED_LIST_MODEL_TYPES = ("ita", "fcclip")
 # Slow images (ADE20K-847 with the sliding window takes ~40 s each on a CPU): the counts are saved at least this
 # often, whatever --save-every says.
 SAVE_SECONDS = 300
@@ -82,17 +88,22 @@ class EvaluationSettings:
     min_size: int = 640
     max_size: int = 2560
     strict: bool = False
+    class_names: str = "published"
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise EvaluationError(f"unknown protocol {self.protocol!r}: use one of {', '.join(PROTOCOLS)}")
+        if self.class_names not in CLASS_LISTS:
+            raise EvaluationError(f"unknown class lists {self.class_names!r}: use one of {', '.join(CLASS_LISTS)}")
         if self.batch_size < 1:
             raise EvaluationError(f"batch size must be at least 1, got {self.batch_size}")
         if self.limit is not None and self.limit < 1:
             raise EvaluationError(f"limit must be at least 1, got {self.limit}")
 
-    def describe(self, image_processor) -> dict[str, Any]:
+    def describe(self, image_processor, model_type: str | None = None) -> dict[str, Any]:
         description: dict[str, Any] = {"name": self.protocol, "batch_size": self.batch_size}
+        if model_type in PUBLISHED_LIST_MODEL_TYPES:
+            description["class_names"] = self.class_names
         if self.protocol == "original" and has_sliding_window(image_processor):
             description.update(
                 shortest_edge=self.min_size, max_size=self.max_size, sliding_window=True,
@@ -254,23 +265,44 @@ def class_confusion(counts, spec):
     return confusion
 
 
-def _identity(location: str, source: EvaluationSource, settings: EvaluationSettings, processor, dtype: str) -> dict:
+def with_published_class_lists(sources: Sequence[EvaluationSource], settings: EvaluationSettings,
+                               model_type: str | None) -> list[EvaluationSource]:
+    """The sources to score: for an ITA-family model with `settings.class_names` "published", each prepared
+    benchmark prompts FC-CLIP's synonym lists (names joined by "," as ITA reads synonyms); others as they are."""
+    from dataclasses import replace
+
+    from .data.benchmarks import BENCHMARKS, published_class_synonyms
+
+    if model_type not in PUBLISHED_LIST_MODEL_TYPES or settings.class_names != "published":
+        return list(sources)
+    return [
+        replace(source, prompt_names=[",".join(synonyms) for synonyms in published_class_synonyms(source.key)])
+        if BENCHMARKS.get(source.key) is source.spec else source
+        for source in sources
+    ]
+
+
+def _identity(location: str, source: EvaluationSource, settings: EvaluationSettings, processor, dtype: str,
+              model_type: str | None = None) -> dict:
     import hashlib
 
     from .evaluation_state import dataset_digest, model_digest
 
     ids = source.dataset["id"] if "id" in source.dataset.column_names else [str(i) for i in range(len(source.dataset))]
     spec = source.spec
-    return {
+    identity = {
         "model": model_digest(location),
         "benchmark": source.key,
         "images": dataset_digest(list(ids)),
-        "protocol": settings.describe(processor.image_processor),
+        "protocol": settings.describe(processor.image_processor, model_type),
         "dtype": dtype,
         "class_names": hashlib.sha256(json.dumps([source.prompt_names, source.scored_names]).encode()).hexdigest(),
         "label_rules": [spec.label_mapping, spec.num_classes, spec.ignore_index, spec.disk_ignore_value,
                         spec.background_fold_index],
     }
+    if model_type in PUBLISHED_LIST_MODEL_TYPES:  # named first when a resume is refused: "another class lists"
+        identity["class_lists"] = settings.class_names
+    return identity
 
 
 def run_evaluation(
@@ -343,6 +375,8 @@ def run_evaluation(
     model.to(torch_device)
     if settings.protocol == "original" and hasattr(model, "set_pooling_size"):  # FGA-Seg: POOLING_SIZES [1, 1]
         model.set_pooling_size((1, 1))
+    model_type = getattr(model.config, "model_type", None)
+    loaded = with_published_class_lists(loaded, settings, model_type)
     if warn is None:
         def warn(line: str) -> None:
             if state.is_main_process:
@@ -350,7 +384,7 @@ def run_evaluation(
 
     report: dict[str, Any] = {
         "model": location,
-        "protocol": settings.describe(processor.image_processor),
+        "protocol": settings.describe(processor.image_processor, model_type),
         "miou_definition": MIOU_DEFINITION,
         "absent_classes": ABSENT_CLASSES,
         "device": str(torch_device),
@@ -362,8 +396,9 @@ def run_evaluation(
     for source in loaded:
         checkpoint = None
         if folder is not None:
-            checkpoint = {"folder": folder, "identity": _identity(location, source, settings, processor, dtype),
-                          "every": save_every, "resume": resume, "interrupt_after": interrupt_after}
+            identity = _identity(location, source, settings, processor, dtype, model_type)
+            checkpoint = {"folder": folder, "identity": identity, "every": save_every, "resume": resume,
+                          "interrupt_after": interrupt_after}
         counts, images, seconds = evaluate_benchmark(model, processor, source, settings, state, progress, checkpoint)
         labels = label_statistics(counts, source.spec)
         line = outside_ids_line(source, labels)
@@ -426,6 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "never replaced)")
     parser.add_argument("--model-name", help="the card's model name (default: the model folder's name)")
     parser.add_argument("--protocol", default="original", choices=PROTOCOLS, help="(default: %(default)s)")
+    parser.add_argument("--class-names", default="published", choices=CLASS_LISTS,
+                        help="FC-CLIP and ITA models: prompt the benchmarks with FC-CLIP's published synonym lists, "
+                        "as their papers did, or with the plain one-name lists every other model gets (default: "
+                        "%(default)s)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: %(default)s)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N images of each benchmark")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: accelerate's device for this process)")
@@ -474,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise EvaluationError("--resume continues from saved counts: it cannot go with --save-every 0")
             state_dir = None
         settings = EvaluationSettings(protocol=args.protocol, batch_size=args.batch_size, limit=args.limit,
-                                      strict=args.strict)
+                                      strict=args.strict, class_names=args.class_names)
         if args.card:
             from transformers import AutoConfig
 

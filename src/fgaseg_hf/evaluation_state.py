@@ -2,9 +2,10 @@
 
 Each process saves, per benchmark, one safetensors file ``<benchmark>.rank<r>-of-<n>.safetensors`` in the state
 folder: its raw (reference value, prediction) pair counts (`PairCounts`), how many of its images are done, the
-seconds spent, and the run's identity (model digest, benchmark and its images, protocol, dtype, class names) in
-the file's metadata. Files are written under a temporary name and moved into place with ``os.replace``, so a run
-killed while saving leaves the previous complete file; they are read with ``safetensors`` (no pickle).
+seconds spent, and the run's identity (model digest, benchmark and its images, protocol, dtype, class names, and
+for ITA-family models the class lists of `--class-names`) in the file's metadata. Files are written under a
+temporary name and moved into place with ``os.replace``, so a run killed while saving leaves the previous complete
+file; they are read with ``safetensors`` (no pickle).
 
 Counts are integers, and each process always takes the same images (every n-th), so a resumed run adds exactly
 the counts an uninterrupted run would have: the results are identical.

@@ -353,9 +353,9 @@ fgaseg segment street.jpg --labels "sky, road, car, person" --model {model_ref} 
         lines += ["", "To measure the mIoU columns with this package (its test-time resize, shortest edge 800 and "
                   "longest at most 1333, comes from the converted config):", "", "```bash",
                   f"fgaseg evaluate --model {model_ref} --benchmarks {keys} --root datasets --output eval.json",
-                  "```", "", "`fgaseg evaluate` prompts each benchmark's class names as CAT-Seg lists them; FC-CLIP "
-                  "evaluated with its own synonym lists per dataset, so small differences from the published mIoU "
-                  "are expected. Panoptic quality (PQ) and mask AP are not computed by `fgaseg_hf`."]
+                  "```", "", "`fgaseg evaluate` prompts each benchmark with FC-CLIP's own synonym lists per dataset, as "
+                  "the published numbers were measured (`--class-names plain` gives CAT-Seg's one-name lists "
+                  "instead). Panoptic quality (PQ) and mask AP are not computed by `fgaseg_hf`."]
         return "\n".join(lines)
 
     def fine_tuning(self, source: _Source, base: str, preset_ref: str) -> tuple[str, list[str]]:

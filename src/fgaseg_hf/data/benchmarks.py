@@ -212,6 +212,21 @@ def prompt_class_names(key: str) -> list[str]:
     return [name.split(separator, 1)[0] for name in class_names(key)]
 
 
+# Families whose published results prompt their own synonym lists (benchmark_classes/<family>/<key>.json).
+PUBLISHED_CLASS_LIST_FAMILIES = ("fcclip",)
+
+
+def published_class_synonyms(key: str, family: str = "fcclip") -> list[list[str]]:
+    """The synonym lists `family` published its results with on benchmark ``key``, one list per prompted class in
+    this package's label order (see ``benchmark_classes/fcclip/README.md``). For ``"voc20b"`` these are 21 classes,
+    background last: FC-CLIP prompts background as one class rather than 39 PASCAL-Context names."""
+    get_spec(key)
+    if family not in PUBLISHED_CLASS_LIST_FAMILIES:
+        raise ValueError(f"no published class lists of {family!r}; known: {', '.join(PUBLISHED_CLASS_LIST_FAMILIES)}")
+    place = resources.files("fgaseg_hf.data").joinpath("benchmark_classes", family, f"{key}.json")
+    return [list(synonyms) for synonyms in json.loads(place.read_text(encoding="utf-8"))]
+
+
 def to_class_ids(label: Any, spec: BenchmarkSpec | str, ignore_index: int | None = None) -> np.ndarray:
     """Converts a decoded annotation (PIL image or array) into an int64 class-id map.
 
