@@ -36,18 +36,20 @@ def test_processor_parses_a_label_string_like_the_pipeline(demo_processor):
 
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_written_pngs_follow_the_umask(tmp_path, umask, mode):
-    from fgaseg_hf.safe_io import atomic_write_text
-    from fgaseg_hf.segment import _write_atomically
+    from fgaseg_hf.safe_io import atomic_write, atomic_write_text
 
     previous = os.umask(umask)
     try:
-        _write_atomically(tmp_path / "a.png", lambda p: Path(p).write_bytes(b"png"))
+        # As fgaseg segment writes its PNGs: PIL picks the format from the temporary name's suffix.
+        suffixes = []
+        atomic_write(tmp_path / "a.png", lambda p: (suffixes.append(Path(p).suffix), Path(p).write_bytes(b"png")),
+                     suffix=".png")
         atomic_write_text(tmp_path / "b.json", "{}")
     finally:
         os.umask(previous)
     assert (tmp_path / "a.png").stat().st_mode & 0o777 == mode
     assert (tmp_path / "b.json").stat().st_mode & 0o777 == mode
-    assert (tmp_path / "a.png").read_bytes() == b"png"
+    assert (tmp_path / "a.png").read_bytes() == b"png" and suffixes == [".png"]
 
 
 def test_closed_vocabulary_model_warns_about_names_it_never_learnt():

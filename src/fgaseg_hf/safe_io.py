@@ -158,11 +158,11 @@ def use_umask(path: str | os.PathLike) -> None:
     os.chmod(path, 0o666 & ~mask)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: str = ".tmp") -> None:
     """`write(temporary_path)` then rename onto `path`; on any failure the temporary file is removed and `path`
-    is left as it was."""
+    is left as it was. `suffix` ends the temporary name (writers such as PIL pick the format from it)."""
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(handle)
     try:
         write(temporary)

@@ -7,8 +7,6 @@ so a failure never leaves partial outputs.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .prompt_templates import parse_label_list
-from .safe_io import OutputFolder, OutputFolderError, model_loading_errors, use_umask
+from .safe_io import OutputFolder, OutputFolderError, atomic_write, model_loading_errors
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
 DEVICES = ("cpu", "cuda")
@@ -212,19 +210,6 @@ def output_stems(paths: list[Path]) -> list[str]:
     return stems
 
 
-def _write_atomically(path: Path, write) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(handle)
-    try:
-        write(temporary)
-        use_umask(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
 def segment_images(
     images: list[str],
     labels: str | None,
@@ -285,8 +270,8 @@ def segment_images(
         label_map = label_map_from_segments(segments, names, (item.image.height, item.image.width))
         overlay, legend = render_overlay(item.image, label_map, names)
         labels_png, overlay_png = out_dir / f"{stem}_labels.png", out_dir / f"{stem}_overlay.png"
-        _write_atomically(labels_png, lambda p: save_label_map(p, label_map))
-        _write_atomically(overlay_png, lambda p: save_overlay(p, overlay, legend))
+        atomic_write(labels_png, lambda p: save_label_map(p, label_map), suffix=".png")
+        atomic_write(overlay_png, lambda p: save_overlay(p, overlay, legend), suffix=".png")
         fractions = coverage(label_map, len(names))
         records.append(
             {
