@@ -120,3 +120,32 @@ def original_state_dict(model) -> dict:
     for base, parts in fused.items():
         state[base] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
     return state
+
+
+def run_recorded_training(fx, inputs: dict):
+    """The fixture's training forward, as recorded: train mode, the per-image (not batch-invariant) path, the
+    recorded point-sampling random numbers and every matcher call. Returns `(output, matcher_calls, rand)`."""
+    model = fx.model.train()
+    saved, model.config.batch_invariant = model.config.batch_invariant, False
+    calls, restore = record_matches(model.criterion(len(fx.inputs["train_classes"])))
+    try:
+        with ReplayedRand(fx.inputs["point_rand_seed"]) as rand:
+            out = model(**inputs)
+    finally:
+        restore()
+        model.eval()
+        model.config.batch_invariant = saved
+    return out, calls, rand
+
+
+def check_training_predictions(fx, out, calls, rand, logits_tolerance: float) -> None:
+    """What ITA and FC-CLIP training share: the random draws, the text classifier, every prediction of the deep
+    supervision, the matchings and the set of weighted loss terms (their values are each test's own check)."""
+    train = fx.outputs["train"]
+    assert rand.shapes == [tuple(c["shape"]) for c in fx.inputs["point_rand_tape"]]
+    assert torch.equal(out.text_classifier, train["text_classifier"])
+    for p in range(train["decoder_pred_logits"].shape[0]):
+        assert diff(out.all_class_logits[p], train["decoder_pred_logits"][p]) < logits_tolerance
+        assert diff(out.all_mask_logits[p], train["decoder_pred_masks"][p]) < logits_tolerance
+    check_matches(calls, train["matcher_indices"])
+    assert set(out.loss_dict) == set(train["losses_weighted"])

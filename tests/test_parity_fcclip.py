@@ -18,7 +18,16 @@ import math
 import pytest
 import torch
 from conftest import fixture_params, is_fcclip_fixture, parity_fixture_folders, require_fixture
-from parity_helpers import ReplayedRand, check_matches, diff, normalised_batch, original_state_dict, record_matches
+from parity_helpers import (
+    ReplayedRand,
+    check_matches,
+    check_training_predictions,
+    diff,
+    normalised_batch,
+    original_state_dict,
+    record_matches,
+    run_recorded_training,
+)
 
 from fgaseg_hf.clip_tokenizer import build_clip_tokenizer
 from fgaseg_hf.conversion_ita import convert_original_checkpoint, detect_architecture
@@ -280,23 +289,8 @@ def _close(ours: float, reference: float) -> bool:
 
 def test_training_loss_end_to_end(fx):
     train = fx.outputs["train"]
-    model = fx.model.train()
-    saved, model.config.batch_invariant = model.config.batch_invariant, False
-    calls, restore = record_matches(model.criterion(len(fx.inputs["train_classes"])))
-    try:
-        with ReplayedRand(fx.inputs["point_rand_seed"]) as rand:
-            out = model(**train_inputs(fx))
-    finally:
-        restore()
-        model.eval()
-        model.config.batch_invariant = saved
-    assert rand.shapes == [tuple(c["shape"]) for c in fx.inputs["point_rand_tape"]]
-    assert torch.equal(out.text_classifier, train["text_classifier"])
-    for p in range(train["decoder_pred_logits"].shape[0]):
-        assert diff(out.all_class_logits[p], train["decoder_pred_logits"][p]) < LOGITS
-        assert diff(out.all_mask_logits[p], train["decoder_pred_masks"][p]) < LOGITS
-    check_matches(calls, train["matcher_indices"])
-    assert set(out.loss_dict) == set(train["losses_weighted"])
+    out, calls, rand = run_recorded_training(fx, train_inputs(fx))
+    check_training_predictions(fx, out, calls, rand, LOGITS)
     for key, value in train["losses_weighted"].items():
         assert _close(out.loss_dict[key].item(), value.item()), key
     assert _close(out.loss.item(), train["total_loss"].item())
